@@ -1,0 +1,96 @@
+"""Differentiable generative models: x = g(u), u ~ rho (paper, section 1 and eq. 4).
+
+A :class:`GenerativeModel` bundles
+
+* ``generator(u) -> x``: the differentiable map from the random inputs ``u`` (1-D, length ``input_dim``) to the
+  observed quantities ``x`` (1-D);
+* ``latents(u) -> z``: the quantities reported to the user (the paper's ``g_z``); default ``u`` itself;
+* ``log_input_density(u)``: ``log rho(u)`` up to a constant; default standard normal;
+* ``init(key, x_obs) -> u``: optional exact initialiser returning inputs with ``generator(u) == x_obs``;
+* ``structure``: optional declaration of Markov / independent structure (see :mod:`dgm.structure`), used by
+  :func:`dgm.sample` to pick the linear-time geometry.
+
+Conditioning on ``x = x_obs`` restricts ``u`` to the manifold ``{u : g(u) = x_obs}``; the constrained-HMC target on
+it is ``rho(u) |J J^T|^{-1/2}`` with ``J = dg/du`` (eq. 16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def standard_normal_log_density(u: Array) -> Array:
+    """``log N(u; 0, I)`` without the constant ``-M/2 log 2 pi`` (irrelevant for MCMC)."""
+    return -0.5 * jnp.sum(u * u)
+
+
+def _identity(u: Array) -> Array:
+    return u
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GenerativeModel:
+    """A differentiable generative model ``x = generator(u)`` with inputs ``u ~ rho``.
+
+    Instances hash by identity so they can be used as static arguments of jitted functions.
+    """
+
+    generator: Callable[[Array], Array]
+    input_dim: int
+    latents: Optional[Callable[[Array], Array]] = None
+    log_input_density: Optional[Callable[[Array], Array]] = None
+    init: Optional[Callable[[Array, Array], Array]] = None
+    structure: Any = None
+    name: str = "model"
+
+    def __post_init__(self):
+        if not callable(self.generator):
+            raise TypeError("generator must be a callable u -> x")
+        if not isinstance(self.input_dim, (int, np.integer)) or self.input_dim < 1:
+            raise ValueError(f"input_dim must be a positive integer, got {self.input_dim!r}")
+        object.__setattr__(self, "input_dim", int(self.input_dim))
+        if self.latents is None:
+            object.__setattr__(self, "latents", _identity)
+        if self.log_input_density is None:
+            object.__setattr__(self, "log_input_density", standard_normal_log_density)
+
+    # -- shape information -------------------------------------------------------------------------
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of ``generator(u)``, found by abstract evaluation (no FLOPs)."""
+        out = jax.eval_shape(self.generator, jax.ShapeDtypeStruct((self.input_dim,), jnp.float64))
+        return tuple(out.shape)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        out = jax.eval_shape(self.latents, jax.ShapeDtypeStruct((self.input_dim,), jnp.float64))
+        return tuple(out.shape)
+
+    def validate_observation(self, x_obs) -> np.ndarray:
+        """Check ``x_obs`` against the generator's output and return it as a float64 NumPy array.
+
+        Raises ``ValueError`` for a wrong shape, non-finite values, or a generator whose output is not 1-D or has
+        more entries than there are inputs (the manifold would be empty or a point).
+        """
+        x = np.asarray(x_obs, dtype=np.float64)
+        out_shape = self.output_shape()
+        if len(out_shape) != 1:
+            raise ValueError(f"generator must return a 1-D array, it returns shape {out_shape}")
+        if x.shape != out_shape:
+            raise ValueError(
+                f"observation has shape {x.shape} but the generator of {self.name!r} returns shape {out_shape}"
+            )
+        if not np.all(np.isfinite(x)):
+            bad = np.flatnonzero(~np.isfinite(x))
+            raise ValueError(f"observation contains non-finite values (NaN/inf) at indices {bad[:10].tolist()}")
+        if out_shape[0] >= self.input_dim:
+            raise ValueError(
+                f"the generator has {out_shape[0]} outputs but only {self.input_dim} inputs: conditioning needs "
+                "fewer observed outputs than inputs (the manifold dimension is input_dim - output_dim > 0)"
+            )
+        return x
