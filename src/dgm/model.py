@@ -7,6 +7,9 @@ A :class:`GenerativeModel` bundles
 * ``latents(u) -> z``: the quantities reported to the user (the paper's ``g_z``); default ``u`` itself;
 * ``log_input_density(u)``: ``log rho(u)`` up to a constant; default standard normal;
 * ``init(key, x_obs) -> u``: optional exact initialiser returning inputs with ``generator(u) == x_obs``;
+* ``parameter_inputs``: how many leading entries of ``u`` (the paper's ``u_1``) generate the latent parameters ``z``;
+  the rest (``u_2``) are per-observation noise. Used by the ABC baselines (random walk / slice updates of ``u_1`` with
+  fresh ``u_2``). Default: all inputs;
 * ``structure``: optional declaration of Markov / independent structure (see :mod:`dgm.structure`), used by
   :func:`dgm.sample` to pick the linear-time geometry.
 
@@ -47,6 +50,7 @@ class GenerativeModel:
     latents: Optional[Callable[[Array], Array]] = None
     log_input_density: Optional[Callable[[Array], Array]] = None
     init: Optional[Callable[[Array, Array], Array]] = None
+    parameter_inputs: Optional[int] = None
     structure: Any = None
     name: str = "model"
 
@@ -56,6 +60,11 @@ class GenerativeModel:
         if not isinstance(self.input_dim, (int, np.integer)) or self.input_dim < 1:
             raise ValueError(f"input_dim must be a positive integer, got {self.input_dim!r}")
         object.__setattr__(self, "input_dim", int(self.input_dim))
+        if self.parameter_inputs is None:
+            object.__setattr__(self, "parameter_inputs", self.input_dim)
+        if not 0 < int(self.parameter_inputs) <= self.input_dim:
+            raise ValueError(f"parameter_inputs must be in 1..input_dim, got {self.parameter_inputs!r}")
+        object.__setattr__(self, "parameter_inputs", int(self.parameter_inputs))
         if self.latents is None:
             object.__setattr__(self, "latents", _identity)
         if self.log_input_density is None:

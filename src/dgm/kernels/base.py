@@ -1,0 +1,47 @@
+"""The contract between a sampling method and the chain driver (:mod:`dgm.driver`).
+
+Every method (constrained HMC, HMC/NUTS on a noisy model, ABC-MCMC, pseudo-marginal slice sampling, ...) is described
+by a :class:`Method`: BlackJAX-style pure functions ``init(position) -> state`` and
+``step(key, state, step_size) -> (state, info)``, plus how to read the position, the acceptance probability used for
+step-size adaptation, and the per-iteration statistics recorded in :class:`dgm.Result`. The driver ``vmap``s ``init``
+and ``step`` over chains and runs them in ``lax.scan``; it never looks inside a state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+
+Array = jax.Array
+
+
+class Method(NamedTuple):
+    """A sampling method as the driver sees it.
+
+    Attributes:
+      name: short name shown in tables (``"chmc"``, ``"abc-slice"`` ...).
+      initial_positions: host-level ``(key, n_chains) -> (n_chains, input_dim)`` array; may raise a clear error
+        (for instance when no point on the manifold can be found).
+      init: ``u -> state`` (pure, jittable, for one chain).
+      step: ``(key, state, step_size) -> (state, info)`` (pure, jittable, for one chain). Methods without a step size
+        ignore the third argument.
+      position: ``state -> u``.
+      acceptance: ``info -> scalar`` in [0, 1] used for step-size adaptation (never NaN).
+      stats: ``info -> dict[str, scalar]`` recorded per draw (``acceptance_rate``, ``is_accepted`` and any
+        method-specific counters, e.g. ``failure`` codes, ``newton_iterations``).
+      initial_step_size: starting step size for dual averaging; ``None`` when the method has no step size.
+      target_acceptance: the acceptance rate dual averaging aims for.
+      epsilon: the ABC tolerance (``0.0`` for exact methods, ``None`` when not applicable), shown in tables.
+    """
+
+    name: str
+    initial_positions: Callable[[Array, int], Any]
+    init: Callable[[Array], Any]
+    step: Callable[[Array, Any, Array], tuple[Any, Any]]
+    position: Callable[[Any], Array]
+    acceptance: Callable[[Any], Array]
+    stats: Callable[[Any], dict]
+    initial_step_size: Optional[float] = None
+    target_acceptance: float = 0.8
+    epsilon: Optional[float] = None
