@@ -1,0 +1,116 @@
+"""Named sampling methods for :func:`dgm.sample`: each name builds a :class:`dgm.kernels.base.Method`.
+
+* ``"chmc"``: constrained HMC on the manifold (Algorithm 1), dense or structured geometry;
+* ``"hmc"`` / ``"nuts"``: BlackJAX HMC / NUTS on the noisy relaxation with Gaussian output noise ``noise_scale``;
+* the ABC baselines (registered by :mod:`dgm.kernels.abc` and :mod:`dgm.kernels.pm_slice` builders).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dgm.geometry.dense import DenseGeometry
+from dgm.initialise import find_points_on_manifold
+from dgm.integrator import IntegratorSettings
+from dgm.kernels import chmc, hmc
+from dgm.kernels.base import Method
+from dgm.model import GenerativeModel
+
+
+def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", log_det_gradient="vjp",
+                  geometry="auto"):
+    """The manifold geometry for ``model``: structured (linear time) when the model declares structure."""
+    if geometry not in ("auto", "dense", "structured"):
+        raise ValueError(f"geometry must be 'auto', 'dense' or 'structured', got {geometry!r}")
+    use_structured = geometry == "structured" or (geometry == "auto" and model.structure is not None)
+    if use_structured:
+        if model.structure is None:
+            raise ValueError("geometry='structured' needs a model declared with structure (dgm.structure)")
+        from dgm.geometry.structured import StructuredGeometry
+
+        return StructuredGeometry(model, x_obs, projection=projection)
+    return DenseGeometry(
+        model.generator, x_obs, model.log_input_density, projection=projection, log_det_gradient=log_det_gradient
+    )
+
+
+def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
+                reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
+                target_acceptance=0.8, init_max_iterations=100) -> Method:
+    geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry)
+    if reverse_check_tol is None:
+        reverse_check_tol = float(tol) ** 0.5  # Algorithm 1's sqrt(eps)
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+    if settings.n_inner < 1:
+        raise ValueError(f"n_inner must be >= 1, got {n_inner!r}")
+    kernel = chmc.build_kernel(geom, settings, n_steps)
+
+    def initial_positions(key, n_chains):
+        return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations)
+
+    def stats(info):
+        return {
+            "acceptance_rate": info.acceptance_rate,
+            "is_accepted": info.is_accepted,
+            "failure": info.failure,
+            "newton_iterations": info.newton_iterations,
+            "num_integration_steps": info.num_integration_steps,
+            "energy": info.energy,
+        }
+
+    return Method(
+        name="chmc",
+        initial_positions=initial_positions,
+        init=lambda u: chmc.init(u, geom),
+        step=kernel,
+        position=lambda state: state.position,
+        acceptance=lambda info: info.acceptance_rate,
+        stats=stats,
+        initial_step_size=0.1 if step_size is None else float(step_size),
+        target_acceptance=target_acceptance,
+        epsilon=0.0,
+    )
+
+
+def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=None, n_steps=(4, 8), tol=1e-8,
+               target_acceptance=0.8, max_num_doublings=10, name=None) -> Method:
+    if noise_scale is None:
+        raise ValueError(
+            f"method {algorithm!r} samples the noisy relaxation of the model: pass noise_scale=sigma (the Gaussian "
+            "output-noise scale, the ABC tolerance of a Gaussian kernel)"
+        )
+    log_density = hmc.noisy_log_density(model, jnp.asarray(x_obs), float(noise_scale))
+    step = hmc.build_step(log_density, algorithm=algorithm, n_steps=n_steps, max_num_doublings=max_num_doublings)
+
+    def initial_positions(key, n_chains):
+        # Points on the manifold are modes of the noisy model's likelihood: a good start for every chain.
+        return find_points_on_manifold(model, x_obs, key, n_chains, tol=max(tol, 1e-8))
+
+    return Method(
+        name=name or algorithm,
+        initial_positions=initial_positions,
+        init=lambda u: hmc.init(u, log_density),
+        step=step,
+        position=lambda state: state.position,
+        acceptance=lambda info: jnp.nan_to_num(info.acceptance_rate, nan=0.0),
+        stats=hmc.stats,
+        initial_step_size=0.1 if step_size is None else float(step_size),
+        target_acceptance=target_acceptance,
+        epsilon=float(noise_scale),
+    )
+
+
+METHODS: dict[str, Callable[..., Method]] = {
+    "chmc": chmc_method,
+    "hmc": lambda model, x_obs, **kw: hmc_method(model, x_obs, algorithm="hmc", **kw),
+    "nuts": lambda model, x_obs, **kw: hmc_method(model, x_obs, algorithm="nuts", **kw),
+}
+
+
+def build_method(name: str, model: GenerativeModel, x_obs, **options) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+    return METHODS[name](model, x_obs, **options)
