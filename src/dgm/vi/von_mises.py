@@ -1,0 +1,292 @@
+r"""The von Mises distribution with implicit reparameterisation gradients in the concentration.
+
+Density on the circle (``x`` taken modulo ``2 pi``), location ``mu``, concentration ``kappa >= 0``::
+
+    q(x | mu, kappa) = exp(kappa cos(x - mu)) / (2 pi I_0(kappa)).
+
+No closed-form inverse CDF exists, so the classic reparameterisation trick does not apply.  Following Figurnov et
+al. (2018), samples come from an exact rejection sampler (Best & Fisher, 1979) run without gradients, and the
+gradient with respect to ``kappa`` is the implicit one (paper, eq. 6)::
+
+    dz/dkappa = -(dF(z | kappa)/dkappa) / q(z | kappa)
+
+with ``F`` the CDF below, differentiated by forward-mode autodiff.  For the location, ``F(z | mu, kappa) =
+F(z - mu | 0, kappa)`` gives ``-(dF/dmu)/q = q/q = 1``: the implicit rule coincides with the shift ``z = mu + z_0``,
+which is how it is computed (the test-suite checks the identity through the generic rule).
+
+CDF (standardised, ``x in [-pi, pi]``), two convergent expansions with a switch at ``kappa = KAPPA_SWITCH = 20``:
+
+* ``kappa < 20``: **Fourier series** (Hill, 1977, ACM TOMS Algorithm 518, as in TensorFlow Probability)::
+
+      F(x) = 1/2 + x/(2 pi) + (1/pi) sum_{n>=1} (I_n(kappa)/I_0(kappa)) sin(n x)/n,
+
+  summed by Horner's scheme with the Bessel ratios ``r_n = I_n/I_{n-1}`` from the stable backward recurrence
+  ``r_n = kappa / (2n + kappa r_{n+1})`` (this form is smooth at ``kappa = 0``), started at ``r_{N+1} = 0``.
+  ``N = 52`` terms make ``I_N/I_0 < 1e-19`` for ``kappa < 20``.
+
+* ``kappa >= 20``: **normal-type (erfc) expansion**, our replacement for the Hill/TFP normal approximation.  With
+  ``s = 2 sin(t/2)`` (so ``1 - cos t = s^2/2``) and the binomial series of ``(1 - s^2/4)^{-1/2}``, the tail mass
+  ``T(x) = int_x^pi q`` for ``0 <= x <= pi`` is, term by term,
+
+      T(x) = sqrt(2/kappa) / (4 pi I0e(kappa)) sum_j c_j (2 kappa)^{-j} Gamma(j + 1/2, Y),
+      c_j = binom(2j, j)/4^j,   Y = kappa (1 - cos x) = 2 kappa sin^2(x/2),
+
+  whose leading term is the normal tail ``Phi(-2 sqrt(kappa) sin(x/2)) (1 + O(1/kappa))`` used by Hill's normal
+  approximation.  The upper incomplete gammas follow the all-positive (stable) recurrence
+  ``Gamma(a+1, Y) = a Gamma(a, Y) + Y^a e^{-Y}`` from ``Gamma(1/2, Y) = sqrt(pi) erfc(sqrt(Y))``; we propagate
+  ``H_j = e^Y Gamma(j+1/2, Y)/(2 kappa)^j`` (bounded; ``H_0 = sqrt(pi) erfcx(sqrt(Y))``)::
+
+      H_j = ((j - 1/2)/(2 kappa)) H_{j-1} + sqrt(Y) sin^{2(j-1)}(x/2) / (2 kappa).
+
+  ``F(x) = 1 - T(x)`` for ``x >= 0`` and ``T(-x)`` for ``x < 0``.  Every term is positive, so the tail mass and its
+  ``kappa``-derivative keep full *relative* accuracy far into the tails (where Hill's approximation and the Fourier
+  series lose it).  Truncation after ``J = 40`` terms: relative error ``~ sin^{2J}(x/2)`` (<= 1e-16 for
+  ``|x| <= 1.3``, i.e. beyond 5.8 standard deviations at ``kappa = 20``) plus ``~ e^{-kappa (1 + cos x)}`` from the
+  ``s > 2`` end of the term-by-term integrals (the series at ``x = 0`` is the asymptotic series of ``I_0`` truncated
+  before its smallest term, ``J <= 2 kappa``).
+
+Why not Hill's normal approximation (TFP's choice, switch at ``kappa = 10.5``)?  Measured against quadrature, its
+``dF/dkappa`` has relative error 1e-4 at ``kappa = 10.5`` (3 standard deviations) and 1e-6..1e-3 at 5-8 standard
+deviations for ``kappa <= 50``, far outside the 1e-6 target; the erfc expansion above reaches ~1e-12.
+
+Accuracy (float64, ``dz/dkappa`` against central differences of a quadrature CDF): relative error <= 1e-9 for
+``kappa in [1e-2, 1e3]`` at sampled points; see ``tests/test_vi_von_mises.py`` and ``benchmarks/implicit_reparam.py``.
+
+Invalid parameters: a negative, NaN or infinite concentration raises ``ValueError`` when the value is concrete;
+under ``jit``/``grad`` it yields NaN samples, CDF and log-density (the rejection loop treats such entries as done).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.special import erfcx, i0e
+
+from dgm.vi.distributions import Distribution, check_positive, float_dtype
+from dgm.vi.implicit import implicit_attach
+
+Array = jax.Array
+
+__all__ = [
+    "KAPPA_SWITCH",
+    "VonMises",
+    "von_mises_cdf",
+    "von_mises_log_prob",
+    "sample_von_mises",
+    "rsample_von_mises",
+]
+
+KAPPA_SWITCH = 20.0
+FOURIER_TERMS = 52
+ERFC_TERMS = 40
+_TWO_PI = 2.0 * math.pi
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# density and CDF
+# ----------------------------------------------------------------------------------------------------------------------
+def von_mises_log_prob(x, loc, concentration) -> Array:
+    """``log q(x | loc, kappa) = kappa (cos(x - loc) - 1) - log(2 pi I0e(kappa))`` (``I0e = e^{-kappa} I_0``)."""
+    x, loc, kappa = jnp.asarray(x), jnp.asarray(loc), jnp.asarray(concentration)
+    kappa = jnp.where(kappa >= 0, kappa, jnp.nan)
+    return kappa * (jnp.cos(x - loc) - 1.0) - jnp.log(_TWO_PI * i0e(kappa))
+
+
+def _cdf_fourier(x, kappa, num_terms: int = FOURIER_TERMS):
+    """Hill's Fourier series (module docstring), ``x in [-pi, pi]``."""
+    r = jnp.zeros_like(x)
+    v = jnp.zeros_like(x)
+    for n in range(num_terms, 0, -1):
+        r = kappa / (2.0 * n + kappa * r)
+        v = r * (jnp.sin(n * x) / n + v)
+    return 0.5 + x / _TWO_PI + v / math.pi
+
+
+def _cdf_erfc(x, kappa, num_terms: int = ERFC_TERMS):
+    """Normal-type (erfc) expansion of the tail mass (module docstring), ``x in [-pi, pi]``, ``kappa > 0``."""
+    sh = jnp.sin(0.5 * jnp.abs(x))
+    q = sh * sh                                   # sin^2(x/2) = Y / (2 kappa)
+    sqrt_y = jnp.sqrt(2.0 * kappa) * sh
+    two_k = 2.0 * kappa
+    h = math.sqrt(math.pi) * erfcx(sqrt_y)        # H_0
+    c = 1.0
+    qj = jnp.ones_like(q)                         # q^{j-1}
+    total = h
+    for j in range(1, num_terms):
+        h = ((j - 0.5) / two_k) * h + sqrt_y * qj / two_k
+        c = c * (2 * j - 1) / (2 * j)
+        qj = qj * q
+        total = total + c * h
+    tail = jnp.exp(-two_k * q) * jnp.sqrt(2.0 / kappa) / (4.0 * math.pi * i0e(kappa)) * total
+    return jnp.where(x < 0, tail, 1.0 - tail)
+
+
+def _cdf_centered(x, kappa):
+    """CDF of ``VonMises(0, kappa)`` for ``x in [-pi, pi]`` (broadcast), switching at ``KAPPA_SWITCH``."""
+    x, kappa = jnp.broadcast_arrays(x, kappa)
+    small = kappa < KAPPA_SWITCH
+    k_small = jnp.where(small, kappa, 1.0)        # keep the unused branch finite (safe gradients)
+    k_large = jnp.where(small, KAPPA_SWITCH, kappa)
+
+    def both(_):
+        return jnp.where(small, _cdf_fourier(x, k_small), _cdf_erfc(x, k_large))
+
+    if x.ndim == 0:
+        return both(None)
+    # Skip a branch that no entry needs (a real branch at top level; under vmap both are computed).
+    return lax.cond(jnp.all(small), lambda _: _cdf_fourier(x, kappa),
+                    lambda _: lax.cond(jnp.all(~small), lambda _: _cdf_erfc(x, kappa), both, None), None)
+
+
+def von_mises_cdf(x, loc, concentration) -> Array:
+    r"""CDF of the von Mises distribution, made continuous and increasing on the real line.
+
+    ``x - loc`` is reduced to ``x~ in [-pi, pi]`` with ``x - loc = x~ + 2 pi k`` and the result is
+    ``F(x~ | 0, kappa) + k``, so it lies in ``[0, 1]`` on ``[loc - pi, loc + pi]`` (as TensorFlow Probability).
+    Differentiable (forward and reverse mode) in ``x``, ``loc`` and ``concentration``.  Series/switch: module
+    docstring.  A negative or NaN concentration gives NaN.
+    """
+    x, loc, kappa = jnp.asarray(x), jnp.asarray(loc), jnp.asarray(concentration)
+    dtype = jnp.result_type(float_dtype(x, loc, kappa))
+    x, loc, kappa = (a.astype(dtype) for a in (x, loc, kappa))
+    y = x - loc
+    periods = lax.stop_gradient(jnp.round(y / _TWO_PI))
+    y = y - _TWO_PI * periods
+    bad = ~(kappa >= 0) | ~jnp.isfinite(kappa)
+    kappa_safe = jnp.where(bad, 1.0, kappa)
+    out = _cdf_centered(y, kappa_safe) + periods
+    return jnp.where(bad, jnp.nan, out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# sampling
+# ----------------------------------------------------------------------------------------------------------------------
+_MAX_REJECTION_ROUNDS = 1000  # each round accepts >= 65% of the entries still pending; 0.35^1000 = 0
+
+
+def _sample_centered(key, kappa, shape, dtype):
+    """Best & Fisher (1979) rejection sampler for ``VonMises(0, kappa)``, vectorised with ``lax.while_loop``.
+
+    Every round proposes for all entries and keeps the first accepted proposal of each; the loop ends when all are
+    accepted.  Entries with invalid ``kappa`` (negative, NaN, inf) are marked done at once and return NaN.
+    """
+    kappa = jnp.broadcast_to(kappa.astype(dtype), shape)
+    valid = (kappa >= 0) & jnp.isfinite(kappa)
+    k = jnp.where(valid, kappa, 1.0)
+    # s = (1 + rho^2) / (2 rho) of Best & Fisher; for tiny kappa use s = 1/kappa in the algebraically equivalent form
+    # w = (1 + s z)/(s + z) = (kappa + z)/(1 + kappa z), y = kappa (s - w) = 1 - kappa w  (exact at kappa = 0).
+    cutoff = 1.2e-4 if dtype == jnp.float64 else 2e-2
+    tiny = k < cutoff
+    k_big = jnp.where(tiny, 1.0, k)
+    r = 1.0 + jnp.sqrt(1.0 + 4.0 * k_big * k_big)
+    rho = (r - jnp.sqrt(2.0 * r)) / (2.0 * k_big)
+    s = (1.0 + rho * rho) / (2.0 * rho)
+
+    def propose(key):
+        u, v = jax.random.uniform(key, (2,) + tuple(shape), dtype=dtype)
+        u = 2.0 * u - 1.0                                        # U(-1, 1): |u| gives z, sign(u) the side
+        z = jnp.cos(math.pi * u)
+        w_big = (1.0 + s * z) / (s + z)
+        w_tiny = (k + z) / (1.0 + k * z)
+        w = jnp.where(tiny, w_tiny, w_big)
+        y = jnp.where(tiny, 1.0 - k * w_tiny, k * (s - w_big))
+        accept = (y * (2.0 - y) >= v) | (jnp.log(y / v) + 1.0 >= y)
+        return w, jnp.where(u < 0, -1.0, 1.0).astype(dtype), accept
+
+    def cond(state):
+        i, _, done, _, _ = state
+        return (i < _MAX_REJECTION_ROUNDS) & ~jnp.all(done)
+
+    def body(state):
+        i, key, done, w, sign = state
+        key, sub = jax.random.split(key)
+        w_new, sign_new, accept = propose(sub)
+        take = accept & ~done
+        return (i + 1, key, done | accept, jnp.where(take, w_new, w), jnp.where(take, sign_new, sign))
+
+    init = (0, key, ~valid, jnp.ones(shape, dtype), jnp.ones(shape, dtype))
+    _, _, done, w, sign = lax.while_loop(cond, body, init)
+    x = sign * jnp.arccos(jnp.clip(w, -1.0, 1.0))
+    return jnp.where(valid & done, x, jnp.nan)
+
+
+def _wrap(x):
+    """Reduce to ``[-pi, pi)``; derivative 1."""
+    return jnp.mod(x + math.pi, _TWO_PI) - math.pi
+
+
+def sample_von_mises(key, loc, concentration, shape: Optional[Sequence[int]] = None, dtype=None) -> Array:
+    """Exact samples in ``[-pi, pi)`` without gradients (Best-Fisher rejection).  ``shape`` defaults to the broadcast
+    shape of ``loc`` and ``concentration`` and must be broadcast-compatible with it (as ``jax.random`` samplers)."""
+    loc, kappa = jnp.asarray(loc), jnp.asarray(concentration)
+    check_positive("concentration", kappa, allow_zero=True)
+    dtype = float_dtype(loc, kappa) if dtype is None else dtype
+    batch = jnp.broadcast_shapes(loc.shape, kappa.shape)
+    shape = batch if shape is None else tuple(shape)
+    jnp.broadcast_shapes(shape, batch)
+    z0 = _sample_centered(key, lax.stop_gradient(kappa), shape, dtype)
+    return lax.stop_gradient(_wrap(loc.astype(dtype) + z0))
+
+
+_attach_kappa = implicit_attach(lambda z, kappa: _cdf_centered(z, kappa),
+                                lambda z, kappa: von_mises_log_prob(z, 0.0, kappa))
+
+
+def rsample_von_mises(key, loc, concentration, sample_shape: Sequence[int] = ()) -> Array:
+    """Samples of shape ``sample_shape + broadcast(loc, concentration).shape`` in ``[-pi, pi)`` with implicit
+    reparameterisation gradients: ``dz/dloc = 1`` and ``dz/dkappa = -(dF/dkappa)/q`` (paper, eq. 6)."""
+    loc, kappa = jnp.asarray(loc), jnp.asarray(concentration)
+    check_positive("concentration", kappa, allow_zero=True)
+    dtype = float_dtype(loc, kappa)
+    loc, kappa = loc.astype(dtype), kappa.astype(dtype)
+    shape = tuple(sample_shape) + jnp.broadcast_shapes(loc.shape, kappa.shape)
+    z0 = _sample_centered(key, lax.stop_gradient(kappa), shape, dtype)
+    z0 = _attach_kappa(lax.stop_gradient(z0), kappa)
+    return _wrap(loc + z0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distribution object
+# ----------------------------------------------------------------------------------------------------------------------
+class VonMises(Distribution):
+    """``VonMises(loc, concentration)`` on ``[-pi, pi)``; an equinox module (a pytree: differentiate with respect to
+    it directly).  ``rsample`` carries implicit gradients (module docstring)."""
+
+    loc: Array
+    concentration: Array
+
+    def __init__(self, loc, concentration):
+        self.loc = jnp.asarray(loc)
+        self.concentration = jnp.asarray(concentration)
+
+    def __check_init__(self):
+        check_positive("concentration", self.concentration, allow_zero=True)
+
+    @property
+    def batch_shape(self):
+        return jnp.broadcast_shapes(jnp.shape(self.loc), jnp.shape(self.concentration))
+
+    @property
+    def event_shape(self):
+        return ()
+
+    def rsample(self, key, sample_shape=()):
+        return rsample_von_mises(key, self.loc, self.concentration, sample_shape)
+
+    def log_prob(self, x):
+        return von_mises_log_prob(x, self.loc, self.concentration)
+
+    def cdf(self, x):
+        return von_mises_cdf(x, self.loc, self.concentration)
+
+    def mean_resultant_length(self):
+        """``E[cos(z - loc)] = I_1(kappa)/I_0(kappa)``."""
+        from jax.scipy.special import i1e
+
+        return i1e(self.concentration) / i0e(self.concentration)
