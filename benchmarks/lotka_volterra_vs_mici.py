@@ -1,0 +1,191 @@
+"""Lotka–Volterra constrained HMC: mici (reference implementation) vs dgm.
+
+This file holds the mici side (:func:`run_mici`); the dgm side is to be added. Run it as a script:
+
+    OMP_NUM_THREADS=1 python benchmarks/lotka_volterra_vs_mici.py --chains 2 --iterations 50
+
+Needs the ``bench`` extra (``pip install mici``; mici 0.4.1 is pure Python over NumPy/SciPy and uses JAX here for the
+derivatives). The paper's preset (section 6; Algorithm 1) is used:
+
+* target: ``u ~ N(0, I_104)`` conditioned on ``g(u) = x̄`` (``DenseConstrainedEuclideanMetricSystem`` with
+  ``dens_wrt_hausdorff=False``: density ``rho(u) |J J^T|^{-1/2}`` on the manifold, eq. 16), identity metric;
+* ``ConstrainedLeapfrogIntegrator`` with step size 0.25 and 3 inner geodesic steps, the symmetric quasi-Newton
+  projection (``solve_projection_onto_manifold_quasi_newton``) with tolerance 1e-8 in the max norm (the paper's
+  ``‖g(u) − x̄‖_∞ < 1e-8``), reversibility check 2e-8;
+* ``RandomMetropolisHMC`` with the number of steps uniform on {4, ..., 8}. Note: mici draws
+  ``rng.integers(lower, upper)`` (upper bound *exclusive*, although its docstring says inclusive), so we pass
+  ``(4, 9)``.
+
+Threading: BLAS / OpenMP / XLA are limited to one thread by environment variables set below *before* NumPy or JAX is
+imported (they have no effect if this module is imported after them; run it as a script or import it first), and
+``threadpoolctl`` is used as well when available.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import time  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dgm.models import lotka_volterra as lv  # noqa: E402
+
+#: The paper's constrained-HMC preset for the Lotka–Volterra experiment.
+PAPER_PRESET = dict(step_size=0.25, n_step_range=(4, 8), n_inner_step=3, constraint_tol=1e-8)
+
+
+def _single_thread_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def run_mici(
+    n_chains: int = 4,
+    n_iter: int = 100,
+    *,
+    seed: int = 0,
+    observations: Optional[np.ndarray] = None,
+    step: str = "semi-implicit",
+    step_size: float = PAPER_PRESET["step_size"],
+    n_step_range: Sequence[int] = PAPER_PRESET["n_step_range"],
+    n_inner_step: int = PAPER_PRESET["n_inner_step"],
+    constraint_tol: float = PAPER_PRESET["constraint_tol"],
+    position_tol: float = 1e-8,
+    reverse_check_tol: float = 2e-8,
+    max_iters: int = 50,
+    init_positions: Optional[np.ndarray] = None,
+    compile_iter: int = 1,
+) -> dict:
+    """Run mici's constrained HMC on the Lotka–Volterra model (float64, sequential chains, one thread).
+
+    Args:
+      n_chains, n_iter: chains and iterations per chain (no warm-up: fixed step size as in the paper).
+      seed: seeds both the initial points (``model.init`` with ``jax.random.PRNGKey(seed)`` split per chain) and
+        mici's NumPy generator.
+      observations, step: data and step rule (default: the original experiment's data, semi-implicit step).
+      step_size, n_step_range (inclusive ``(lower, upper)``), n_inner_step, constraint_tol, position_tol,
+        reverse_check_tol, max_iters: integrator / projection settings (defaults: :data:`PAPER_PRESET`).
+      init_positions: optional ``(n_chains, 104)`` starting inputs on the manifold.
+      compile_iter: iterations of an untimed first run (JIT compilation of the JAX derivative functions).
+
+    Returns a dict with ``u`` ``(n_chains, n_iter, 104)``, ``z`` ``(n_chains, n_iter, 4)`` (the parameters),
+    ``stats`` (mici's per-iteration statistics, each ``(n_chains, n_iter)``: ``accept_stat``, ``n_step``,
+    ``convergence_error``, ``non_reversible_step`` ...), ``wall_time`` (seconds for the timed run, all chains),
+    ``time_per_iteration`` (``wall_time / (n_chains * n_iter)``), ``compile_time``, ``max_constraint_violation``
+    (max over the draws of ``‖g(u) − x̄‖_∞``) and the ``settings``.
+    """
+    import mici
+
+    lower, upper = (int(n) for n in n_step_range)
+    settings = dict(
+        step_size=step_size, n_step_range=(lower, upper), n_inner_step=n_inner_step, constraint_tol=constraint_tol,
+        position_tol=position_tol, reverse_check_tol=reverse_check_tol, max_iters=max_iters, step=step,
+        mici_version=getattr(mici, "__version__", None) or _mici_version(),
+    )
+    with jax.enable_x64(True), _single_thread_blas():
+        model = lv.lotka_volterra(observations, step=step)
+        x_obs = jnp.asarray(lv.default_observations(step) if observations is None else observations, jnp.float64)
+        generator = model.generator
+
+        def neg_log_dens(u):
+            return 0.5 * jnp.sum(u**2)
+
+        def constr(u):
+            return generator(u) - x_obs
+
+        system = mici.systems.DenseConstrainedEuclideanMetricSystem(
+            neg_log_dens=neg_log_dens, constr=constr, dens_wrt_hausdorff=False, backend="jax"
+        )
+        integrator = mici.integrators.ConstrainedLeapfrogIntegrator(
+            system,
+            step_size=step_size,
+            n_inner_step=n_inner_step,
+            reverse_check_tol=reverse_check_tol,
+            projection_solver=mici.solvers.solve_projection_onto_manifold_quasi_newton,
+            projection_solver_kwargs=dict(
+                constraint_tol=constraint_tol, position_tol=position_tol, max_iters=max_iters
+            ),
+        )
+        rng = np.random.default_rng(seed)
+        # mici draws the number of steps with rng.integers(lower, upper): upper bound exclusive
+        sampler = mici.samplers.RandomMetropolisHMC(system, integrator, rng, n_step_range=(lower, upper + 1))
+
+        if init_positions is None:
+            init = jax.jit(model.init)
+            keys = jax.random.split(jax.random.PRNGKey(seed), n_chains)
+            init_positions = np.stack([np.asarray(init(k, x_obs)) for k in keys])
+        init_positions = np.asarray(init_positions, np.float64)
+
+        def trace(state):
+            return {"u": state.pos}
+
+        common = dict(adapters=[], n_worker=1, display_progress=False, trace_funcs=[trace])
+        t0 = time.perf_counter()
+        if compile_iter > 0:
+            sampler.sample_chains(0, compile_iter, [init_positions[0].copy()], **common)
+        compile_time = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        final_states, traces, stats = sampler.sample_chains(
+            0, n_iter, [p.copy() for p in init_positions], **common
+        )
+        wall_time = time.perf_counter() - t0
+
+        u = np.stack(traces["u"])  # (n_chains, n_iter, 104)
+        z = np.asarray(jax.vmap(jax.vmap(model.latents))(jnp.asarray(u)))
+        residual = np.asarray(jax.vmap(jax.vmap(constr))(jnp.asarray(u)))
+    integ = stats.get("integration", stats) if isinstance(stats, dict) else stats
+    stats_out = {k: np.stack(v) for k, v in integ.items()}
+    return dict(
+        u=u,
+        z=z,
+        stats=stats_out,
+        wall_time=wall_time,
+        time_per_iteration=wall_time / (n_chains * n_iter),
+        compile_time=compile_time,
+        max_constraint_violation=float(np.max(np.abs(residual))),
+        settings=settings,
+    )
+
+
+def _mici_version():
+    try:
+        from importlib.metadata import version
+
+        return version("mici")
+    except Exception:  # pragma: no cover
+        return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = run_mici(args.chains, args.iterations, seed=args.seed)
+    s = out["stats"]
+    print(f"mici {out['settings']['mici_version']}: {args.chains} chains x {args.iterations} iterations")
+    print(f"  compile (first run) {out['compile_time']:.2f} s, sampling {out['wall_time']:.2f} s, "
+          f"{1e3 * out['time_per_iteration']:.1f} ms / iteration")
+    print(f"  mean accept_stat {np.nanmean(s['accept_stat']):.3f}, mean n_step {np.mean(s['n_step']):.2f}, "
+          f"convergence errors {int(np.sum(s['convergence_error']))}, "
+          f"non-reversible steps {int(np.sum(s['non_reversible_step']))}")
+    print(f"  max |g(u) - x|_inf over draws {out['max_constraint_violation']:.2e}")
+    print(f"  posterior mean z {np.mean(out['z'].reshape(-1, 4), 0)} (true {lv.TRUE_PARAMETERS})")
+
+
+if __name__ == "__main__":
+    main()
