@@ -95,8 +95,7 @@ def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
     builder = METHODS.get(name)
     if builder is None:
         raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
-    target = getattr(builder, "__wrapped_builder__", builder)
-    parameters = inspect.signature(target).parameters
+    parameters = inspect.signature(builder).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     kwargs = {k: v for k, v in common.items() if accepts_any or k in parameters}
     return build_method(name, model, x_obs, **kwargs, **options)

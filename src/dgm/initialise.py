@@ -21,7 +21,7 @@ import numpy as np
 from dgm.model import GenerativeModel
 
 
-class ManifoldInitialisationError(RuntimeError):
+class ManifoldInitialisationError(ValueError):
     """No point within the tolerance of the manifold was found."""
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -105,8 +106,8 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
 
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
-    "hmc": lambda model, x_obs, **kw: hmc_method(model, x_obs, algorithm="hmc", **kw),
-    "nuts": lambda model, x_obs, **kw: hmc_method(model, x_obs, algorithm="nuts", **kw),
+    "hmc": functools.partial(hmc_method, algorithm="hmc"),
+    "nuts": functools.partial(hmc_method, algorithm="nuts"),
 }
 
 

@@ -80,8 +80,8 @@ class Result:
             observed_data={"x": self.x_obs} if self.x_obs is not None else None,
             dims=dims,
             coords=coords or None,
-            attrs=self._attrs(),
         )
+        idata.posterior.attrs.update(self._attrs())
         return idata
 
     def _attrs(self) -> dict:

@@ -1,0 +1,24 @@
+import os
+import warnings
+
+# Tests must be reproducible and gentle on a 2-core machine.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def mcse(draws: np.ndarray) -> float:
+    """Monte-Carlo standard error of the mean of ``draws`` (chain, draw), from ArviZ (accounts for autocorrelation)."""
+    import arviz as az
+
+    return float(az.mcse(np.asarray(draws, dtype=float)))
+
+
+@pytest.fixture
+def x64():
+    import jax
+
+    with jax.enable_x64(True):
+        yield

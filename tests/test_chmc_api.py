@@ -1,0 +1,126 @@
+"""The public API: bad inputs give clear errors, failures are counted, seeds reproduce, results round-trip."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dgm
+from dgm.geometry.dense import DenseGeometry
+from dgm.initialise import ManifoldInitialisationError
+from dgm.kernels import chmc
+
+A = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 1.0]])
+
+
+def linear():
+    return dgm.GenerativeModel(lambda u: jnp.asarray(A) @ u, 3)
+
+
+def test_wrong_observation_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match="shape"):
+        dgm.sample(linear(), np.zeros(3), progress=False)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_observation_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="non-finite"):
+        dgm.sample(linear(), np.array([1.0, bad]), progress=False)
+
+
+def test_more_outputs_than_inputs_is_a_clear_error():
+    model = dgm.GenerativeModel(lambda u: jnp.concatenate([u, u]), 2)
+    with pytest.raises(ValueError, match="fewer observed outputs"):
+        dgm.sample(model, np.zeros(4), progress=False)
+
+
+def test_generator_returning_nan_everywhere_fails_before_sampling():
+    model = dgm.GenerativeModel(lambda u: A @ u + jnp.nan, 3)
+    with pytest.raises(ManifoldInitialisationError, match="non-finite"):
+        dgm.sample(model, np.zeros(2), progress=False)
+
+
+def test_unreachable_observation_names_best_residual():
+    model = dgm.GenerativeModel(lambda u: jnp.atleast_1d(jnp.sum(u**2)), 3)  # |u|^2 = -1 has no solution
+    with pytest.raises(ManifoldInitialisationError, match="best residual"):
+        dgm.sample(model, np.array([-1.0]), progress=False)
+
+
+def test_rank_deficient_jacobian_is_a_clear_error():
+    model = dgm.GenerativeModel(lambda u: jnp.stack([u[0] + u[1], 2.0 * (u[0] + u[1])]), 3)
+    with pytest.raises(ValueError, match="rank-deficient"):
+        dgm.sample(model, np.array([1.0, 2.0]), progress=False)
+
+
+def test_nan_inside_the_chain_is_a_counted_rejection_not_a_crash():
+    # The generator returns NaN when u2 > 0.8: trajectories entering that region are rejected and counted.
+    def generator(u):
+        return jnp.atleast_1d(u[0] + u[1] + jnp.where(u[2] > 0.8, jnp.nan, 0.0))
+
+    model = dgm.GenerativeModel(generator, 3)
+    result = dgm.sample(model, np.array([0.5]), n_warmup=50, n_samples=200, step_size=0.5, seed=0, progress=False)
+    counts = result.rejection_counts()
+    assert sum(counts.values()) > 0
+    assert np.all(np.isfinite(result.inputs))
+    assert np.all(result.inputs[..., 2] <= 0.8)
+    assert result.max_residual < 1e-8
+
+
+def test_same_seed_same_samples_and_different_seed_differs():
+    first = dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=20, n_samples=30, seed=7, progress=False)
+    again = dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=20, n_samples=30, seed=7, progress=False)
+    other = dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=20, n_samples=30, seed=8, progress=False)
+    np.testing.assert_array_equal(first.inputs, again.inputs)
+    np.testing.assert_array_equal(first.step_size, again.step_size)
+    assert not np.array_equal(first.inputs, other.inputs)
+
+
+def test_float32_positions_are_refused_by_the_low_level_kernel():
+    geometry = DenseGeometry(lambda u: jnp.asarray(A, jnp.float32) @ u, jnp.zeros(2, jnp.float32))
+    with pytest.raises(TypeError, match="float64"):
+        chmc.init(jnp.zeros(3, jnp.float32), geometry)
+
+
+def test_sample_does_not_flip_the_global_precision():
+    before = jnp.zeros(()).dtype
+    dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=5, n_samples=5, progress=False)
+    assert jnp.zeros(()).dtype == before
+
+
+def test_low_level_kernel_composes_like_blackjax():
+    with dgm.float64():
+        x = jnp.array([1.0, 0.0])
+        geometry = DenseGeometry(lambda u: jnp.asarray(A) @ u, x)
+        algorithm = chmc.as_top_level_api(geometry, step_size=0.3, n_steps=(2, 4))
+        u0 = jnp.asarray(A.T @ np.linalg.solve(A @ A.T, np.asarray(x)))
+        state = algorithm.init(u0)
+        step = jax.jit(algorithm.step)
+        for i in range(5):
+            state, info = step(jax.random.PRNGKey(i), state)
+        assert float(jnp.max(jnp.abs(geometry.constraint(state.position)))) < 1e-8
+        assert info.acceptance_rate.shape == ()
+
+
+def test_result_summary_save_and_load(tmp_path):
+    result = dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=50, n_samples=100, seed=1, progress=False)
+    table = result.summary()
+    for column in ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "ess_per_sec", "max_residual"]:
+        assert column in table.columns
+    assert result.compile_time > 0 and result.wall_time > 0
+    idata = result.to_arviz()
+    assert idata.posterior["u"].shape == (4, 100, 3)
+    path = tmp_path / "run.nc"
+    result.save(path)
+    loaded = dgm.load(path)
+    np.testing.assert_array_equal(loaded.inputs, result.inputs)
+    np.testing.assert_array_equal(loaded.latents, result.latents)
+    np.testing.assert_array_equal(loaded.stats["failure"], result.stats["failure"])
+    assert loaded.wall_time == result.wall_time and loaded.method == "chmc"
+    assert loaded.rejection_counts() == result.rejection_counts()
+
+
+def test_unknown_method_and_missing_noise_scale():
+    with pytest.raises(ValueError, match="unknown method"):
+        dgm.sample(linear(), np.zeros(2), method="gibbs", progress=False)
+    with pytest.raises(ValueError, match="noise_scale"):
+        dgm.sample(linear(), np.zeros(2), method="hmc", progress=False)
