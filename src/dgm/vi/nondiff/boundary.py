@@ -98,15 +98,19 @@ def normal_velocity(family, params, eps: Array, n: Array):
     return jax.grad(lambda p: jnp.dot(n, family.transform(p, eps)))(params)
 
 
-def boundary_contribution(model: PiecewiseModel, family, params, k, eps: Array) -> Array:
-    """Flat ``m_k Delta_k(z') grad[n_k . T(eps')]`` for the projection ``eps'`` of ``eps`` onto ``H_k``; its mean
-    over ``eps ~ N(0, I)`` is hyperplane ``k``'s part of the boundary term (flattened like ``ravel_pytree(params)``)."""
-    n, w, t, w2 = _hyperplane_stats(model, family, params)
+def _contribution(model, family, params, stats, k, eps):
+    n, w, t, w2 = stats
     mass = jnp.exp(-0.5 * t[k] ** 2 / w2[k]) / jnp.sqrt(2.0 * math.pi * w2[k])
     eps_on = project_to_hyperplane(w[k], t[k], eps)
     z_on = family.transform(params, eps_on)
     vel, _ = ravel_pytree(normal_velocity(family, params, eps_on, n[k]))
     return jax.lax.stop_gradient(mass * model.jump(z_on, k) * vel)
+
+
+def boundary_contribution(model: PiecewiseModel, family, params, k, eps: Array) -> Array:
+    """Flat ``m_k Delta_k(z') grad[n_k . T(eps')]`` for the projection ``eps'`` of ``eps`` onto ``H_k``; its mean
+    over ``eps ~ N(0, I)`` is hyperplane ``k``'s part of the boundary term (flattened like ``ravel_pytree(params)``)."""
+    return _contribution(model, family, params, _hyperplane_stats(model, family, params), k, eps)
 
 
 def boundary_term_samples(model: PiecewiseModel, family, params, key, num_samples: int, mode: str = "sum") -> Array:
@@ -118,7 +122,8 @@ def boundary_term_samples(model: PiecewiseModel, family, params, key, num_sample
     if num_k == 0:
         return jnp.zeros((num_samples, flat_params.shape[0]), flat_params.dtype)
     key_k, key_eps = jax.random.split(key)
-    contrib = lambda k, e: boundary_contribution(model, family, params, k, e)  # noqa: E731
+    stats = _hyperplane_stats(model, family, params)
+    contrib = lambda k, e: _contribution(model, family, params, stats, k, e)  # noqa: E731
     if mode == "sum":
         eps = family.sample_eps(key_eps, (num_samples, num_k))
         ks = jnp.arange(num_k)
@@ -129,7 +134,8 @@ def boundary_term_samples(model: PiecewiseModel, family, params, key, num_sample
         ks = jax.random.randint(key_k, (num_samples,), 0, num_k)
         weight = jnp.full((num_samples,), float(num_k), eps.dtype)
     else:  # weighted by the q-mass of each hyperplane
-        logits = jax.lax.stop_gradient(log_hyperplane_masses(model, family, params))
+        _, _, t, w2 = stats
+        logits = jax.lax.stop_gradient(-0.5 * t * t / w2 - 0.5 * jnp.log(2.0 * math.pi * w2))
         ks = jax.random.categorical(key_k, logits, shape=(num_samples,))
         weight = jnp.exp(jax.nn.logsumexp(logits) - logits[ks])
     return weight[:, None] * jax.vmap(contrib)(ks, eps)
