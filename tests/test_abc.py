@@ -1,5 +1,7 @@
 """Tests for the ABC baselines: rejection, ABC-MCMC and pseudo-marginal slice sampling."""
 
+import functools
+
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -66,23 +68,27 @@ def one_d_posterior():
 # ---------------------------------------------------------------------------------------------------------------
 # a minimal driver (vmap over chains inside lax.scan)
 # ---------------------------------------------------------------------------------------------------------------
-def run_chains(method: Method, seed, n_chains, n_iter, step_size=None, positions=None):
-    key = jax.random.PRNGKey(seed)
-    k_init, k_run = jax.random.split(key)
-    if positions is None:
-        positions = method.initial_positions(k_init, n_chains)
-    states = jax.vmap(method.init)(jnp.asarray(positions))
-    step_size = 1.0 if step_size is None else step_size
-
+@functools.lru_cache(maxsize=None)
+def _compiled_run(method, n_chains, n_iter):
     @jax.jit
-    def go(states, key):
+    def go(states, key, step_size):
         def body(s, k):
             s, info = jax.vmap(method.step, (0, 0, None))(jax.random.split(k, n_chains), s, step_size)
             return s, (jax.vmap(method.position)(s), jax.vmap(method.stats)(info))
 
         return jax.lax.scan(body, states, jax.random.split(key, n_iter))[1]
 
-    pos, st = go(states, k_run)
+    return go
+
+
+def run_chains(method: Method, seed, n_chains, n_iter, step_size=None, positions=None):
+    key = jax.random.PRNGKey(seed)
+    k_init, k_run = jax.random.split(key)
+    if positions is None:
+        positions = method.initial_positions(k_init, n_chains)
+    states = jax.vmap(method.init)(jnp.asarray(positions))
+    step_size = jnp.asarray(1.0 if step_size is None else step_size, jnp.asarray(positions).dtype)
+    pos, st = _compiled_run(method, n_chains, n_iter)(states, k_run, step_size)
     return np.swapaxes(np.asarray(pos), 0, 1), jax.tree.map(lambda a: np.swapaxes(np.asarray(a), 0, 1), st)
 
 
