@@ -61,9 +61,18 @@ class _Progress:
         jax.lax.cond(due, lambda i: jax.debug.callback(self.update, i), lambda i: None, iteration)
 
 
-def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record: bool, progress: _Progress):
+def _over_chains(fn, chain_method: str):
+    """Map ``fn`` over the leading (chain) axis of its arguments: ``vmap`` or a sequential ``lax.map``."""
+    if chain_method == "vectorized":
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+
+def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record: bool, progress: _Progress,
+           chain_method: str = "vectorized"):
     """A jittable ``(states, key, step_sizes) -> (states, step_sizes, outputs)`` for one phase."""
     da_init, da_update, da_final = dual_averaging_adaptation(method.target_acceptance)
+    step_chains = _over_chains(method.step, chain_method)
 
     def run(states, key, step_sizes):
         da_state = jax.vmap(da_init)(step_sizes)
@@ -73,7 +82,7 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
             iteration, key = xs
             current = jnp.exp(da_state.log_step_size) if adapt else step_sizes
             keys = jax.random.split(key, n_chains)
-            states, infos = jax.vmap(method.step)(keys, states, current)
+            states, infos = step_chains(keys, states, current)
             if adapt:
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
@@ -117,6 +126,7 @@ def sample(
     max_newton: int = 50,
     progress: bool = True,
     adapt_step_size=None,
+    chain_method: str = "auto",
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -133,6 +143,10 @@ def sample(
       n_inner: geodesic sub-steps per leapfrog step (Algorithm 1's ``N_g``).
       tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``.
       max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``).
+      chain_method: how chains share the machine inside the scan: ``"vectorized"`` (``vmap``: one batched step),
+        ``"sequential"`` (``lax.map``: one chain after another within each iteration) or ``"auto"``: sequential on
+        CPU, where batched small linear algebra and lock-stepped while-loops cost more than they save, vectorized on
+        accelerators.
       progress: show a progress bar and a closing line with acceptance and rejection counts.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
@@ -145,6 +159,10 @@ def sample(
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol!r}")
     n_chains, n_warmup, n_samples = int(n_chains), int(n_warmup), int(n_samples)
+    if chain_method == "auto":
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    if chain_method not in ("vectorized", "sequential"):
+        raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
     with float64():
         x = jnp.asarray(model.validate_observation(x_obs))
         common = dict(step_size=step_size, n_steps=tuple(n_steps), n_inner=n_inner, tol=tol, max_newton=max_newton)
@@ -161,8 +179,8 @@ def sample(
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
 
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
-        warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar))
-        sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar))
+        warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
+        sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method))
 
         def latents_of(inputs):
             return jax.vmap(jax.vmap(model.latents))(inputs)
@@ -198,7 +216,7 @@ def sample(
         latents, residual = compiled_post(inputs)
         stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
         settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
-                        adapt_step_size=adapt, **{k: v for k, v in options.items() if np.isscalar(v)})
+                        adapt_step_size=adapt, chain_method=chain_method, **{k: v for k, v in options.items() if np.isscalar(v)})
         result = Result(
             latents=np.asarray(latents),
             inputs=np.asarray(inputs),

@@ -17,6 +17,8 @@ from dgm.geometry.dense import DenseGeometry
 from dgm.initialise import find_points_on_manifold
 from dgm.integrator import IntegratorSettings
 from dgm.kernels import chmc, hmc
+from dgm.kernels.abc import abc_mcmc_method
+from dgm.kernels.pm_slice import pm_slice_method
 from dgm.kernels.base import Method
 from dgm.model import GenerativeModel
 
@@ -104,8 +106,18 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
     )
 
 
+def abc_hmc_method(model, x_obs, *, epsilon, step_size=None, n_steps=(4, 8), tol=1e-8, target_acceptance=0.8) -> Method:
+    """ABC-HMC: BlackJAX HMC on ``u`` with a Gaussian ABC kernel of scale ``epsilon`` (the noisy relaxation)."""
+    return hmc_method(model, x_obs, algorithm="hmc", noise_scale=epsilon, name="abc-hmc", step_size=step_size,
+                      n_steps=n_steps, tol=tol, target_acceptance=target_acceptance)
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
+    "abc-mcmc": abc_mcmc_method,
+    "abc-slice": functools.partial(pm_slice_method, kernel="uniform"),
+    "abc-slice-gaussian": functools.partial(pm_slice_method, kernel="gaussian"),
+    "abc-hmc": abc_hmc_method,
     "hmc": functools.partial(hmc_method, algorithm="hmc"),
     "nuts": functools.partial(hmc_method, algorithm="nuts"),
 }

@@ -10,6 +10,7 @@ A :class:`GenerativeModel` bundles
 * ``parameter_inputs``: how many leading entries of ``u`` (the paper's ``u_1``) generate the latent parameters ``z``;
   the rest (``u_2``) are per-observation noise. Used by the ABC baselines (random walk / slice updates of ``u_1`` with
   fresh ``u_2``). Default: all inputs;
+* ``latent_names``: optional names of the entries of ``z`` for tables and ArviZ coordinates;
 * ``structure``: optional declaration of Markov / independent structure (see :mod:`dgm.structure`), used by
   :func:`dgm.sample` to pick the linear-time geometry.
 
@@ -53,6 +54,7 @@ class GenerativeModel:
     parameter_inputs: Optional[int] = None
     structure: Any = None
     name: str = "model"
+    latent_names: Optional[tuple] = None
 
     def __post_init__(self):
         if not callable(self.generator):
