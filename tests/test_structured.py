@@ -1,0 +1,176 @@
+"""The linear-time structured geometry (dgm.geometry.structured) equals the dense reference on Markov and independent
+generators; dgm.structure declarations; Lotka–Volterra chains agree between geometries."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import dgm
+from dgm.geometry.base import project_momentum
+from dgm.geometry.dense import DenseGeometry
+from dgm.geometry.structured import StructuredGeometry
+from dgm.methods import make_geometry
+from dgm.models import lotka_volterra as lv
+from dgm.models.lotka_volterra_markov import lotka_volterra_markov
+from dgm.structure import MarkovStructure, independent_model, markov_model
+
+RTOL = 1e-9
+
+
+def _random_model(seed, L, D, T, independent, constant_x0=False):
+    """A random nonlinear Markov (or independent) generator with ``G_t = df/dv_t`` safely invertible."""
+    rng = np.random.RandomState(seed)
+    P = L + 1
+    Wp = rng.normal(size=(P, L))
+    W = 0.6 * rng.normal(size=(D, D)) / np.sqrt(D)
+    Wz = rng.normal(size=(D, P)) / np.sqrt(P)
+    Gm = rng.normal(size=(D, D)) / np.sqrt(D) + 2.5 * np.eye(D)
+    X0 = rng.normal(size=(D, P))
+
+    def parameter_transform(u1):
+        return jnp.sin(jnp.asarray(Wp) @ u1) + 0.3 * jnp.concatenate([u1, u1[:1] ** 2])
+
+    def step(x_prev, z, v):
+        mix = jnp.asarray(Gm) + 0.2 * jnp.diag(jnp.tanh(x_prev + z[0]))
+        return jnp.tanh(jnp.asarray(W) @ x_prev + jnp.asarray(Wz) @ z) + 0.5 * x_prev * z[-1] + mix @ v + 0.05 * v**3
+
+    if independent:
+        return independent_model(lambda z, v: step(jnp.cos(jnp.arange(D) + z[0]), z, v), T, parameter_transform, L,
+                                 noise_dim=D, name="random-independent")
+    x0 = rng.normal(size=D) if constant_x0 else (lambda z: jnp.asarray(X0) @ z)
+    return markov_model(step, x0, T, parameter_transform, L, name="random-markov")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def _compare_geometries(model, seed):
+    rng = np.random.RandomState(seed + 1)
+    u = jnp.asarray(rng.normal(size=model.input_dim))
+    x_obs = model.generator(u)
+    v = jnp.asarray(rng.normal(size=model.input_dim))
+    w = jnp.asarray(rng.normal(size=x_obs.shape[0]))
+    structured = StructuredGeometry(model, x_obs)
+    dense = DenseGeometry(model.generator, x_obs, model.log_input_density)
+
+    @jax.jit
+    def evaluate(u, v, w):
+        out = {}
+        for name, g in (("s", structured), ("d", dense)):
+            point = g.point(u)
+            f = point.factor
+            start = u + 0.05 * v
+            out[name] = dict(
+                potential=point.potential,
+                grad=point.potential_grad,
+                jv=g.jacobian_vector(f, v),
+                jtw=g.jacobian_transpose_vector(f, w),
+                gram_solve=g.gram_solve(f, w),
+                half_log_det=g.half_log_det_gram(f),
+                half_log_det_factorise=g.half_log_det_gram(g.factorise(u)),
+                momentum=project_momentum(g, f, v),
+                qn_one=g.project_position(f, start, 1e-300, 1).position,
+                qn=g.project_position(f, start, 1e-11, 100),
+            )
+        out["fused_momentum"] = structured.project_momentum(structured.factorise(u), v)
+        return out
+
+    return evaluate(u, v, w)
+
+
+@settings(max_examples=4, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    L=st.integers(1, 3),
+    D=st.integers(1, 3),
+    T=st.integers(1, 5),
+    independent=st.booleans(),
+)
+@example(seed=0, L=2, D=3, T=4, independent=False)
+@example(seed=1, L=3, D=2, T=5, independent=True)
+def test_structured_equals_dense(seed, L, D, T, independent):
+    with jax.enable_x64(True):
+        model = _random_model(seed, L, D, T, independent)
+        out = _compare_geometries(model, seed)
+        s, d = out["s"], out["d"]
+        for key in ("potential", "grad", "jv", "jtw", "gram_solve", "half_log_det", "half_log_det_factorise",
+                    "momentum", "qn_one"):
+            assert _rel(s[key], d[key]) < RTOL, (key, _rel(s[key], d[key]))
+        assert _rel(out["fused_momentum"], d["momentum"]) < RTOL
+        assert bool(s["qn"].converged) and bool(d["qn"].converged)
+        assert _rel(s["qn"].position, d["qn"].position) < RTOL
+
+
+def test_constant_initial_state_and_structure_fields():
+    with jax.enable_x64(True):
+        model = _random_model(3, 2, 2, 3, independent=False, constant_x0=True)
+        assert isinstance(model.structure, MarkovStructure)
+        assert model.parameter_inputs == 2 and model.input_dim == 2 + 3 * 2
+        assert model.output_shape() == (6,)
+        out = _compare_geometries(model, 3)
+        for key in ("potential", "grad", "gram_solve", "momentum"):
+            assert _rel(out["s"][key], out["d"][key]) < RTOL
+
+
+def test_default_initialiser_solves_noise_per_step():
+    with jax.enable_x64(True):
+        model = _random_model(5, 2, 2, 4, independent=False)
+        x_obs = model.generator(jnp.asarray(np.random.RandomState(0).normal(size=model.input_dim)))
+        u = model.init(jax.random.PRNGKey(1), x_obs)
+        assert np.max(np.abs(model.generator(u) - x_obs)) < 1e-10
+
+
+def test_noise_dimension_above_state_dimension_is_a_clear_error():
+    with jax.enable_x64(True):
+        def step(x_prev, z, v):  # 3 noise inputs for a 2-D state
+            return 0.5 * x_prev + z[:2] + v[:2] + 0.1 * v[2]
+
+        model = markov_model(step, jnp.zeros(2), 3, lambda u1: jnp.concatenate([u1, u1]), 1, noise_dim=3)
+        assert model.input_dim == 1 + 3 * 3
+        x = model.generator(jnp.ones(model.input_dim))
+        with pytest.raises(ValueError, match="geometry='dense'"):
+            StructuredGeometry(model, x)
+        with pytest.raises(ValueError, match="geometry='dense'"):
+            make_geometry(model, x)  # auto picks the structured geometry, which refuses
+        assert isinstance(make_geometry(model, x, geometry="dense"), DenseGeometry)
+
+
+def test_declaration_errors():
+    with jax.enable_x64(True):
+        model = _random_model(0, 1, 2, 2, independent=False)
+        with pytest.raises(ValueError, match="quasi-newton"):
+            StructuredGeometry(model, jnp.zeros(4), projection="newton")
+        with pytest.raises(ValueError, match="shape"):
+            markov_model(lambda x, z, v: jnp.concatenate([x, v]), jnp.zeros(2), 3, lambda u: u, 1)
+        with pytest.raises(ValueError, match="1-D"):
+            markov_model(lambda x, z, v: x + v, jnp.zeros((2, 2)), 3, lambda u: u, 1)
+        with pytest.raises(ValueError, match="structure"):
+            StructuredGeometry(dgm.GenerativeModel(lambda u: u[:1], 2), jnp.zeros(1))
+
+
+def test_lotka_volterra_markov_matches_colleague_model():
+    with jax.enable_x64(True):
+        markov, base = lotka_volterra_markov(), lv.lotka_volterra()
+        assert markov.input_dim == base.input_dim and markov.parameter_inputs == base.parameter_inputs
+        u = base.init(jax.random.PRNGKey(0), jnp.asarray(lv.default_observations()))
+        np.testing.assert_array_equal(np.asarray(markov.generator(u)), np.asarray(base.generator(u)))
+        np.testing.assert_array_equal(np.asarray(markov.latents(u)), np.asarray(base.latents(u)))
+        assert isinstance(make_geometry(markov, lv.default_observations()), StructuredGeometry)
+
+
+def test_lotka_volterra_chains_agree_dense_vs_structured():
+    model = lotka_volterra_markov(n_steps=20)
+    x_obs = lv.default_observations(n_steps=20)
+    kw = dict(n_chains=2, n_warmup=0, n_samples=3, seed=3, step_size=0.05, n_steps=(3, 4), progress=False)
+    structured = dgm.sample(model, x_obs, **kw)
+    dense = dgm.sample(model, x_obs, geometry="dense", **kw)
+    np.testing.assert_array_equal(structured.stats["is_accepted"], dense.stats["is_accepted"])
+    assert np.mean(structured.stats["is_accepted"]) > 0.5
+    np.testing.assert_allclose(structured.inputs, dense.inputs, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(structured.latents, dense.latents, rtol=1e-7)
+    assert structured.max_residual < 1e-8
