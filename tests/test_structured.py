@@ -139,7 +139,9 @@ def test_noise_dimension_above_state_dimension_is_a_clear_error():
         with pytest.raises(ValueError, match="geometry='dense'"):
             StructuredGeometry(model, x)
         with pytest.raises(ValueError, match="geometry='dense'"):
-            make_geometry(model, x)  # auto picks the structured geometry, which refuses
+            make_geometry(model, x, geometry="structured")  # asked for explicitly: refused
+        with pytest.warns(UserWarning, match="dense geometry"):
+            assert isinstance(make_geometry(model, x), DenseGeometry)  # auto: documented fallback, with a warning
         assert isinstance(make_geometry(model, x, geometry="dense"), DenseGeometry)
 
 

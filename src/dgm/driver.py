@@ -69,7 +69,7 @@ def _over_chains(fn, chain_method: str):
 
 
 def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record: bool, progress: _Progress,
-           chain_method: str = "vectorized"):
+           chain_method: str = "vectorized", thin: int = 1):
     """A jittable ``(states, key, step_sizes) -> (states, step_sizes, outputs)`` for one phase."""
     da_init, da_update, da_final = dual_averaging_adaptation(method.target_acceptance)
     step_chains = _over_chains(method.step, chain_method)
@@ -77,12 +77,20 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
     def run(states, key, step_sizes):
         da_state = jax.vmap(da_init)(step_sizes)
 
+        def one_iteration(states, key, current):
+            return step_chains(jax.random.split(key, n_chains), states, current)
+
         def body(carry, xs):
             states, da_state = carry
             iteration, key = xs
             current = jnp.exp(da_state.log_step_size) if adapt else step_sizes
-            keys = jax.random.split(key, n_chains)
-            states, infos = step_chains(keys, states, current)
+            if thin > 1:  # run thin - 1 unrecorded iterations, then the recorded one
+                keys = jax.random.split(key, thin)
+                states = jax.lax.fori_loop(
+                    0, thin - 1, lambda i, s: one_iteration(s, keys[i], current)[0], states
+                )
+                key = keys[-1]
+            states, infos = one_iteration(states, key, current)
             if adapt:
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
@@ -127,6 +135,7 @@ def sample(
     progress: bool = True,
     adapt_step_size=None,
     chain_method: str = "auto",
+    thin: int = 1,
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -147,6 +156,8 @@ def sample(
         ``"sequential"`` (``lax.map``: one chain after another within each iteration) or ``"auto"``: sequential on
         CPU, where batched small linear algebra and lock-stepped while-loops cost more than they save, vectorized on
         accelerators.
+      thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``
+        iterations run; statistics are those of the kept iterations).
       progress: show a progress bar and a closing line with acceptance and rejection counts.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
@@ -178,9 +189,12 @@ def sample(
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
 
+        thin = int(thin)
+        if thin < 1:
+            raise ValueError(f"thin must be >= 1, got {thin}")
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
         warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
-        sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method))
+        sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method, thin))
 
         def latents_of(inputs):
             return jax.vmap(jax.vmap(model.latents))(inputs)
@@ -216,7 +230,7 @@ def sample(
         latents, residual = compiled_post(inputs)
         stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
         settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
-                        adapt_step_size=adapt, chain_method=chain_method, **{k: v for k, v in options.items() if np.isscalar(v)})
+                        adapt_step_size=adapt, chain_method=chain_method, thin=thin, **{k: v for k, v in options.items() if np.isscalar(v)})
         result = Result(
             latents=np.asarray(latents),
             inputs=np.asarray(inputs),

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable
 
 import jax
@@ -29,6 +30,13 @@ def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", l
     if geometry not in ("auto", "dense", "structured"):
         raise ValueError(f"geometry must be 'auto', 'dense' or 'structured', got {geometry!r}")
     use_structured = geometry == "structured" or (geometry == "auto" and model.structure is not None)
+    if use_structured and geometry == "auto" and not getattr(model.structure, "square", True):
+        warnings.warn(
+            f"{model.name}: more noise inputs per step than state entries, so the linear-time geometry does not "
+            "apply; using the dense geometry (pass geometry='dense' to silence this warning)",
+            stacklevel=3,
+        )
+        use_structured = False
     if use_structured:
         if model.structure is None:
             raise ValueError("geometry='structured' needs a model declared with structure (dgm.structure)")

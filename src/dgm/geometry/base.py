@@ -64,7 +64,13 @@ class Geometry(Protocol):
 
 
 def project_momentum(geometry: Geometry, factor: Any, momentum: Array) -> Array:
-    """PROJECTMOM of Algorithm 1: ``p - J^T (J J^T)^{-1} J p`` (orthogonal projection onto ``ker J``)."""
+    """PROJECTMOM of Algorithm 1: ``p - J^T (J J^T)^{-1} J p`` (orthogonal projection onto ``ker J``).
+
+    A geometry with a fused ``project_momentum(factor, p)`` (the structured one) supplies its own.
+    """
+    fused = getattr(geometry, "project_momentum", None)
+    if fused is not None:
+        return fused(factor, momentum)
     lagrange = geometry.gram_solve(factor, geometry.jacobian_vector(factor, momentum))
     return momentum - geometry.jacobian_transpose_vector(factor, lagrange)
 

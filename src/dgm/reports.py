@@ -1,0 +1,56 @@
+"""Tables and report text for sampling results (posterior summaries from ArviZ via :meth:`dgm.Result.summary`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def summary_row(label: str, result, names=None) -> dict:
+    """One table row: posterior mean/sd of each latent, min bulk ESS, max R-hat, mean ESS/s, time, acceptance."""
+    table = result.summary("z")
+    names = names or [f"z{i + 1}" for i in range(len(table))]
+    row = {"method": label, "epsilon": result.epsilon}
+    for name, (_, line) in zip(names, table.iterrows()):
+        row[name] = (float(line["mean"]), float(line["sd"]))
+    row["ess_bulk"] = float(table["ess_bulk"].min())
+    row["r_hat"] = float(table["r_hat"].max())
+    row["ess_per_sec"] = float(table["ess_per_sec"].mean())
+    row["ess_per_sec_each"] = [float(v) for v in table["ess_per_sec"]]
+    row["time"] = float(result.wall_time)
+    row["acceptance"] = float(result.acceptance_rate)
+    row["max_residual"] = float(result.max_residual)
+    return row
+
+
+def _cells(row: dict, names) -> list[str]:
+    eps = row.get("epsilon")
+    cells = [row["method"], "-" if eps is None else ("exact" if eps == 0 else f"{eps:g}")]
+    for name in names:
+        value = row.get(name)
+        cells.append("-" if value is None else f"{value[0]:.4g} ± {value[1]:.2g}")
+    for key, fmt in (("ess_bulk", "{:.0f}"), ("r_hat", "{:.3f}"), ("ess_per_sec", "{:.3g}"), ("time", "{:.1f}"),
+                     ("acceptance", "{:.3f}")):
+        value = row.get(key)
+        cells.append("-" if value is None or (isinstance(value, float) and np.isnan(value)) else fmt.format(value))
+    cells.append(row.get("note", ""))
+    return cells
+
+
+HEADERS = ["method", "ε"]
+TAIL = ["bulk ESS (min)", "R̂ (max)", "ESS/s (mean)", "time (s)", "acceptance", "note"]
+
+
+def text_table(rows: list[dict], names) -> str:
+    """A fixed-width table for the terminal."""
+    header = HEADERS + [f"{n} mean ± sd" for n in names] + TAIL
+    body = [_cells(row, names) for row in rows]
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def markdown_table(rows: list[dict], names) -> str:
+    header = HEADERS + [f"{n} mean ± sd" for n in names] + TAIL
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cells(row, names)) + " |" for row in rows]
+    return "\n".join(out)
