@@ -118,6 +118,23 @@ def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
     return build_method(name, model, x_obs, **kwargs, **options)
 
 
+def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != model.input_dim:
+        raise ValueError(f"initial_positions must have shape (n_chains, {model.input_dim}), got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("initial_positions contain non-finite values")
+    if algorithm.epsilon == 0.0:  # exact methods start on the manifold
+        residual = np.max(np.abs(np.asarray(jax.vmap(model.generator)(jnp.asarray(positions))) - np.asarray(x)), 1)
+        bad = np.flatnonzero(~(residual < tol))
+        if bad.size:
+            raise ValueError(
+                f"initial_positions {bad.tolist()} are not on the manifold: |g(u) - x_obs|_inf = "
+                f"{residual[bad[0]]:.3g} >= tol = {tol:g}"
+            )
+    return positions
+
+
 def sample(
     model: GenerativeModel,
     x_obs,
@@ -136,6 +153,7 @@ def sample(
     adapt_step_size=None,
     chain_method: str = "auto",
     thin: int = 1,
+    initial_positions=None,
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -158,6 +176,8 @@ def sample(
         accelerators.
       thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``
         iterations run; statistics are those of the kept iterations).
+      initial_positions: optional ``(n_chains, input_dim)`` starting inputs (for constrained HMC they must lie on
+        the manifold within ``tol``); default: the method's own initialisation (``model.init`` or a solver).
       progress: show a progress bar and a closing line with acceptance and rejection counts.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
@@ -182,7 +202,10 @@ def sample(
             step_size is None if adapt_step_size is None else bool(adapt_step_size)
         )
         key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
-        positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
+        if initial_positions is None:
+            positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
+        else:
+            positions = _check_initial_positions(model, x, initial_positions, algorithm, tol)
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
         states = jax.jit(jax.vmap(algorithm.init))(jnp.asarray(positions))
