@@ -115,35 +115,31 @@ def test_dz_dkappa_matches_quadrature_reference_float64():
         np.testing.assert_allclose(c_k, dk, rtol=1e-10, atol=1e-14)
 
 
-def test_dz_dkappa_tails():
-    """Deterministic points from the mode out to 6 standard deviations (tail probability ~1e-9)."""
-    ks = np.array([0.3, 5.0, 19.0, 25.0, 200.0])
-    sd = np.minimum(1.0 / np.sqrt(ks), 0.5)
-    xs = np.array([-6, -3.5, -1, -0.05, 0.02, 0.7, 2.5, 5, 6])[:, None] * sd  # (9, 5), all |x| < pi
+TAIL_KAPPAS = np.array([0.3, 5.0, 19.0, 25.0, 200.0, KAPPA_SWITCH * (1 - 1e-12), KAPPA_SWITCH])
+TAIL_X = np.array([-6, -3.5, -1, -0.05, 0.02, 0.7, 2.5, 5, 6])[:, None] * np.minimum(1 / np.sqrt(TAIL_KAPPAS), 0.5)
+
+
+def test_dz_dkappa_tails_and_continuity_at_switch():
+    """Deterministic points from the mode out to 6 standard deviations (tail probability ~1e-9): relative error
+    <= 1e-7; the CDF and dz/dkappa are continuous across the series switch at kappa = 20."""
     with jax.enable_x64(True):
-        _, c_k = _coef(jnp.asarray(xs), jnp.zeros(5), jnp.asarray(ks))
-    ref = np.array([[ref_dz_dkappa(float(xs[i, j]), float(ks[j])) for j in range(5)] for i in range(9)])
-    np.testing.assert_allclose(np.asarray(c_k), ref, rtol=1e-7)
+        _, c_k = _coef(jnp.asarray(TAIL_X), jnp.zeros(7), jnp.asarray(TAIL_KAPPAS))
+        f = jax.jit(von_mises_cdf)(jnp.asarray(TAIL_X), 0.0, jnp.asarray(TAIL_KAPPAS))
+    c_k, f = np.asarray(c_k), np.asarray(f)
+    ref = np.array([[ref_dz_dkappa(float(TAIL_X[i, j]), float(TAIL_KAPPAS[j])) for j in range(5)] for i in range(9)])
+    np.testing.assert_allclose(c_k[:, :5], ref, rtol=1e-7)
+    np.testing.assert_allclose(f[:, 5], f[:, 6], rtol=0, atol=3e-13)
+    np.testing.assert_allclose(c_k[:, 5], c_k[:, 6], rtol=1e-9, atol=1e-15)
 
 
 def test_cdf_values_against_quadrature():
     ks = np.array([0.01, 1.0, 10.0, 19.99, 20.0, 60.0, 1000.0])
-    xs = np.linspace(-3.1, 3.1, 9)[:, None] * np.minimum(1.0, 3.0 / np.sqrt(ks))
+    xs = np.linspace(-3.1, 3.1, 9)[:, None] * np.minimum(1.0, 3.0 / np.sqrt(ks))  # (9, 7), shapes as above
     with jax.enable_x64(True):
         f = np.asarray(jax.jit(von_mises_cdf)(xs, 0.0, ks))
     ref = np.array([[0.5 + math.copysign(_quad(lambda t: _pdf(t, k), 0.0, abs(x)), x) for x, k in zip(row, ks)]
                     for row in xs])
     np.testing.assert_allclose(f, ref, rtol=1e-12, atol=1e-14)
-
-
-def test_continuity_at_switch():
-    with jax.enable_x64(True):
-        xs = jnp.linspace(-1.2, 1.2, 9)
-        k = jnp.array([KAPPA_SWITCH * (1 - 1e-12), KAPPA_SWITCH])
-        f = jax.jit(von_mises_cdf)(xs[:, None], 0.0, k)
-        np.testing.assert_allclose(f[:, 0], f[:, 1], rtol=0, atol=3e-13)
-        _, c_k = _coef(jnp.broadcast_to(xs[:, None], (9, 2)), jnp.zeros(2), k)
-        np.testing.assert_allclose(c_k[:, 0], c_k[:, 1], rtol=1e-9, atol=1e-15)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -153,15 +149,13 @@ MC_KAPPAS = [0.05, 1.0, 8.0, 30.0, 300.0]
 
 
 def test_mc_gradient_of_mean_cos():
-    """d/dkappa E[cos z] = d/dkappa I1/I0 within 4 MC standard errors; E[cos z] = I1/I0 likewise; reverse mode
-    equals the mean of the per-sample forward-mode terms."""
+    """d/dkappa E[cos z] = d/dkappa I1/I0 within 4 MC standard errors; E[cos z] = I1/I0 likewise."""
     n = 100_000
     with jax.enable_x64(True):
         key = jax.random.PRNGKey(2024)
         kap = jnp.asarray(MC_KAPPAS)
         z, dz = jax.jit(lambda k: jax.jvp(lambda kk: rsample_von_mises(key, 0.0, kk, (n,)), (k,),
                                           (jnp.ones_like(k),)))(kap)
-        rev = jax.jit(jax.grad(lambda k: jnp.sum(jnp.mean(jnp.cos(rsample_von_mises(key, 0.0, k, (n,))), 0))))(kap)
     z, dz = np.asarray(z), np.asarray(dz)
     g = -np.sin(z) * dz
     for j, k in enumerate(MC_KAPPAS):
@@ -169,7 +163,6 @@ def test_mc_gradient_of_mean_cos():
         assert abs(est - dmean_cos(k)) <= 4 * se, (k, est, dmean_cos(k), se)
         c = np.cos(z[:, j])
         assert abs(c.mean() - mean_cos(k)) <= 4 * c.std(ddof=1) / math.sqrt(n), k
-    np.testing.assert_allclose(np.asarray(rev), g.mean(0), rtol=1e-10)
 
 
 def test_sampler_probability_integral_transform():
@@ -211,23 +204,24 @@ def test_batching_jit_and_distribution_object():
         expected = jnp.einsum("sbkj,sbk->j", dz, -jnp.sin(z) * w)   # reverse = forward contracted
         np.testing.assert_allclose(g.concentration, expected, rtol=1e-10)
         keys = jax.random.split(key, 3)                              # vmap over keys = loop
-        zv = jax.vmap(lambda kk: VonMises(0.0, 5.0).rsample(kk, (4,)))(keys)
+        one = jax.jit(lambda kk: VonMises(0.0, 5.0).rsample(kk, (4,)))
+        zv = jax.jit(jax.vmap(one))(keys)
         for i in range(3):
-            np.testing.assert_allclose(zv[i], VonMises(0.0, 5.0).sample(keys[i], (4,)), rtol=1e-13)
+            np.testing.assert_allclose(zv[i], one(keys[i]), rtol=1e-13)
 
 
 def test_float32_default_dtype():
     """Without x64: float32 samples in the support, finite gradients, CDF in [0, 1], and the float32 implicit
     derivative agrees with float64 at the same points (rtol 1e-3, atol 1e-2 of the largest)."""
-    kap = jnp.array([0.0, 1e-3, 0.5, 19.0, 21.0, 1e4], dtype=jnp.float32)
-    z, dz = jax.jit(lambda k: jax.jvp(lambda kk: rsample_von_mises(jax.random.PRNGKey(0), 0.0, kk, (200,)), (k,),
+    kap = jnp.array([0.0, 1e-3, 0.5, 3.0, 19.0, 21.0, 1e4], dtype=jnp.float32)
+    z, dz = jax.jit(lambda k: jax.jvp(lambda kk: rsample_von_mises(jax.random.PRNGKey(0), 0.0, kk, (9,)), (k,),
                                       (jnp.ones_like(k),)))(kap)
     assert z.dtype == jnp.float32 and bool(jnp.all((z >= -np.pi) & (z < np.pi)))
     assert bool(jnp.all(jnp.isfinite(dz)))
     u = von_mises_cdf(z, 0.0, kap)
     assert bool(jnp.all((u >= 0) & (u <= 1)))
     with jax.enable_x64(True):
-        _, c64 = _coef(jnp.asarray(z, jnp.float64), jnp.zeros(6), jnp.asarray(kap, jnp.float64))
+        _, c64 = _coef(jnp.asarray(z, jnp.float64), jnp.zeros(7), jnp.asarray(kap, jnp.float64))
     dz, c64 = np.asarray(dz, np.float64), np.asarray(c64)
     assert np.all(np.abs(dz - c64) <= 1e-3 * np.abs(c64) + 1e-2 * np.abs(c64).max(0))
 

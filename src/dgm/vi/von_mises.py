@@ -186,7 +186,7 @@ def _cdf_raw(x, kappa):
     zeros = jnp.zeros_like(x)
     f_small = lax.cond(jnp.any(small), lambda: _cdf_fourier(x, k_small, n_terms), lambda: zeros)
     f_large = lax.cond(jnp.any(~small), lambda: _cdf_erfc(x, k_large), lambda: zeros)
-    return jnp.where(small, f_small, f_large)
+    return jnp.clip(jnp.where(small, f_small, f_large), 0.0, 1.0)   # rounding can leave -1e-17 at x = -pi
 
 
 @jax.custom_jvp
