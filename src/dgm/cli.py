@@ -40,9 +40,10 @@ def _lotka_volterra_parser(sub):
     p.add_argument("--chains", type=int, default=4, help="chains per method (run in parallel)")
     p.add_argument("--warmup", type=int, default=200, help="warm-up iterations per chain (discarded)")
     p.add_argument("--samples", type=int, default=2000, help="constrained-HMC draws kept per chain")
-    p.add_argument("--abc-samples", type=int, default=20000,
+    p.add_argument("--abc-samples", type=int, default=5000,
                    help="draws kept per chain for the ABC MCMC methods (each after --abc-thin iterations)")
-    p.add_argument("--abc-thin", type=int, default=10, help="iterations per kept draw for ABC slice / ABC-MCMC")
+    p.add_argument("--abc-thin", type=int, default=200,
+                   help="iterations per kept draw for ABC slice / ABC-MCMC (they mix slowly; thinning keeps files small)")
     p.add_argument("--abc-simulations", type=int, default=1_000_000, help="simulation budget of ABC rejection")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
     p.add_argument(
@@ -73,7 +74,8 @@ def _run_lotka_volterra(args) -> int:
     specs = parse_methods(args.methods)
     if args.quick:
         args.warmup, args.samples = min(args.warmup, 100), min(args.samples, 300)
-        args.abc_samples, args.abc_simulations = min(args.abc_samples, 5000), min(args.abc_simulations, 100_000)
+        args.abc_samples, args.abc_simulations = min(args.abc_samples, 2000), min(args.abc_simulations, 100_000)
+        args.abc_thin = min(args.abc_thin, 25)
     for name in ("chains", "samples", "abc_samples", "abc_thin", "abc_simulations"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")

@@ -74,7 +74,7 @@ class RejectionRun:
     wall_time: float
 
 
-def run_experiment(specs, *, chains=4, warmup=200, samples=1000, abc_samples=20000, abc_thin=10,
+def run_experiment(specs, *, chains=4, warmup=200, samples=2000, abc_samples=5000, abc_thin=200,
                    abc_simulations=1_000_000, seed=0, preset="paper", step="semi-implicit", progress=True,
                    out: Optional[Path] = None, log=print) -> dict:
     """Run each method on the original experiment's observations; save samples to ``out`` if given."""
@@ -159,7 +159,7 @@ def figures(results: dict, out: Path, step: str = "semi-implicit", seed: int = 0
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
     with dgm.float64():
         simulate = jax.jit(jax.vmap(lambda u: trajectory(u, step=step)))
-        for (label, result), colour in zip(mcmc.items(), colours[1:]):
+        for (label, result), colour in zip(mcmc.items(), colours):
             flat = result.inputs.reshape(-1, result.inputs.shape[-1])
             picks = flat[rng.choice(len(flat), size=min(3, len(flat)), replace=False)]
             paths_u = np.asarray(simulate(picks))
