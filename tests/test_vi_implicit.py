@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from jax.scipy.special import gammainc, ndtr
 
-from dgm.vi.distributions import Beta, Dirichlet, Gamma
+from dgm.vi.distributions import Beta, Dirichlet, Gamma, gamma_rsample
 from dgm.vi.implicit import (
     implicit_attach,
     implicit_derivatives,
@@ -213,6 +213,7 @@ def test_beta_gradient_pointwise_via_gamma_reference():
             assert abs(db[i, j] - eb) <= 1e-6 * abs(eb), (aa[j], bb[j], db[i, j], eb)
 
 
+@pytest.mark.slow
 def test_beta_dirichlet_mc_gradients():
     """Seeded MC, 4 standard errors: d/da E[z] = b/(a+b)^2 and d/da E[log z] = psi'(a) - psi'(a+b) for Beta;
     d/dalpha_0 E[log z_k] = delta_{0k} psi'(alpha_0) - psi'(sum alpha) for Dirichlet."""
@@ -263,6 +264,7 @@ def test_beta_dirichlet_log_prob_and_reuse_of_jax_random():
         np.testing.assert_allclose(dd.mean().sum(-1), 1.0)
 
 
+@pytest.mark.slow
 def test_values_and_gradients_equal_jax_random():
     """Same draws as jax.random.gamma / beta / dirichlet and the same (implicit) gradients, which we evaluate with one
     vectorised lax.random_gamma_grad call instead of jax.random's per-entry lax.map on CPU."""
@@ -318,9 +320,9 @@ def test_multivariate_chained_gamma_distributional_transform():
         key = jax.random.PRNGKey(12)
         k1, k2 = jax.random.split(key)
 
-        def sequential(a, shape):
-            z1 = jax.random.gamma(k1, a, shape)
-            z2 = jax.random.gamma(k2, a * z1, shape)
+        def sequential(a, shape):  # jax.random.gamma's draws and implicit gradients (vectorised attachment)
+            z1 = gamma_rsample(k1, a, shape, jnp.float64)
+            z2 = gamma_rsample(k2, a * z1, shape, jnp.float64)
             return jnp.stack([z1, z2], -1)
 
         standardise = lambda z, a: jnp.stack([gammainc(a, z[..., 0]), gammainc(a * z[..., 0], z[..., 1])], -1)
