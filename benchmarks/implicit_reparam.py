@@ -13,8 +13,10 @@ Threads: this script sets, before importing JAX/NumPy, a single-threaded configu
 2. Gradient estimators for Gamma: implicit (``jax.random.gamma``) versus the augmented Marsaglia-Tsang pathwise
    gradient (which ignores the dependence of the acceptance on ``alpha`` and is biased for small augmentation) on
    ``d/dalpha E[log z] = psi'(alpha)``: estimate, standard error, z-score.
-3. Finite differences: (a) of the sampler with common random numbers, which breaks wherever a rejection decision
-   flips; (b) of the CDF, i.e. the implicit rule with a numerical ``dF/dphi`` (float64, h = 1e-6 max(1, phi)).
+3. Finite differences (float64, h = 1e-6 max(1, phi)): (a) of the CDF, i.e. the implicit rule with a numerical
+   ``dF/dphi``; (b) of the sampler with common random numbers: the pathwise derivative of a rejection sampler is not
+   the implicit gradient (different coupling of ``z`` and ``phi``) and jumps where an accept decision flips; median
+   and maximum relative deviation from the reference are shown.
 4. Error table (float64): maximum relative error of ``dz/dphi`` at sampled points against an independent reference:
    von Mises, 5-point central differences (h = 1e-3 kappa) of the CDF by ``scipy.integrate.quad``; Gamma, the same
    of ``scipy.special.gammainc``/``gammaincc``; Beta, the chain rule ``dz/da = z(1-z) dlogG_a/da`` with the Gamma
@@ -210,7 +212,7 @@ def accuracy_table(m, quick):
     print(f"\n3./4. Accuracy of dz/dphi at sampled points (float64), {m} draws per parameter value; max relative "
           "error against the independent reference\n")
     print(f"  {'distribution':<30s} {'parameter grid':<30s} {'points':>6s} {'implicit (AD)':>13s} "
-          f"{'implicit(FD-CDF)':>16s} {'FD sampler: broken':>19s}")
+          f"{'implicit(FD-CDF)':>16s} {'FD sampler med/max':>19s}")
     rows = []
     with jax.enable_x64(True):
         key = jax.random.PRNGKey(2018)
@@ -226,10 +228,10 @@ def accuracy_table(m, quick):
         z, dz, fd_cdf, fd_smp = (np.asarray(v) for v in (z, dz, fd_cdf, fd_smp))
         ref = np.array([[ref_vm_dz_dkappa(float(z[i, j]), float(kaps[j])) for j in range(len(kaps))]
                         for i in range(m)])
-        broken = np.abs(fd_smp - dz) > 1e-3 * np.abs(dz) + 1e-6
+        rs = np.abs(fd_smp - ref) / np.abs(ref)
         rows.append(("von Mises dz/dkappa", "kappa in [1e-2, 1e3] +20^-,20", ref.size,
                      np.max(np.abs(dz - ref) / np.abs(ref)), np.max(np.abs(fd_cdf - ref) / np.abs(ref)),
-                     f"{broken.mean():.1%} (max {np.max(np.abs(fd_smp - dz)):.1e})"))
+                     f"{np.median(rs):.1e} / {rs.max():.0e}"))
         # Gamma
         alphas = np.geomspace(1e-2, 1e2, 5 if quick else 9)
         al = jnp.asarray(alphas)
@@ -247,9 +249,9 @@ def accuracy_table(m, quick):
             ref[i, j] = ref_gamma_dz_da(float(z[i, j]), float(alphas[j]))
         rel = np.abs(dz - ref) / np.abs(ref)
         relfd = np.abs(fd_cdf - ref) / np.abs(ref)
-        broken = np.abs(fd_smp - dz) > 1e-3 * np.abs(dz) + 1e-12
+        rs = (np.abs(fd_smp - ref) / np.abs(ref))[ok]
         rows.append(("Gamma dz/dalpha", "alpha in [1e-2, 1e2]", int(ok.sum()), np.nanmax(rel), np.nanmax(relfd),
-                     f"{broken[ok].mean():.1%} (max {np.nanmax(np.abs(fd_smp - dz)[ok]):.1e})"))
+                     f"{np.median(rs):.1e} / {rs.max():.0e}"))
         # Beta via Gamma variates
         aa = np.geomspace(1e-2, 1e2, 5)
         bb = np.array([2.0, 0.05, 30.0, 1.0, 100.0])
