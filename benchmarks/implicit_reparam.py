@@ -261,13 +261,15 @@ def accuracy_table(m, quick):
         def beta_run(a, b):
             z, da = jax.jvp(lambda x: Beta(x, b).rsample(key, (m,)), (a,), (jnp.ones_like(a),))
             shape = (m, 5)
-            return z, da, jax.random.loggamma(ka, jnp.broadcast_to(a, shape), shape)
+            return (z, da, jax.random.loggamma(ka, jnp.broadcast_to(a, shape), shape),
+                    jax.random.loggamma(kb, jnp.broadcast_to(b, shape), shape))
 
-        z, da, lga = (np.asarray(v) for v in beta_run(jnp.asarray(aa), jnp.asarray(bb)))
+        z, da, lga, lgb = (np.asarray(v) for v in beta_run(jnp.asarray(aa), jnp.asarray(bb)))
         errs = []
         for i in range(m):
             for j in range(5):
-                w = z[i, j] * (1 - z[i, j])
+                # z (1 - z) = G_a G_b / (G_a + G_b)^2 from the log-Gammas (1 - z loses digits when z ~ 1)
+                w = math.exp(lga[i, j] + lgb[i, j] - 2 * np.logaddexp(lga[i, j], lgb[i, j]))
                 if w > 0 and math.exp(lga[i, j]) > 0:
                     e = w * ref_gamma_dlogz_da(float(lga[i, j]), float(aa[j]))
                     errs.append(abs(da[i, j] - e) / abs(e))
