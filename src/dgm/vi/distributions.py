@@ -21,7 +21,7 @@ for 10^5 draws.  The tests check that the gradients equal ``jax.random``'s own. 
 explicit transformations:
 
 * Gamma(alpha, rate): ``z = G / rate``, ``G ~ Gamma(alpha, 1)`` (scale reparameterisation).
-* Beta(a, b): ``z = G_a / (G_a + G_b)`` (computed exactly as ``jax.random.beta`` does, in log space).  This is the paper's
+* Beta(a, b): ``z = G_a / (G_a + G_b)`` from ``jax.random.beta``'s log-Gamma draws.  This is the paper's
   construction for Beta (section 3, "Beta and Dirichlet": via Gamma variables), so ``dz/da = z (1 - z) dlog G_a/da``
   with the Gamma implicit gradient.  It is a valid reparameterisation (unbiased gradients of expectations) but, given
   ``z``, it still depends on ``G_a + G_b``; it equals the Beta-CDF implicit gradient ``-(dI_z(a,b)/da) / q(z)`` only
@@ -107,6 +107,17 @@ def _attach_loggamma_jvp(primals, tangents):
     z = jnp.exp(log_z)
     z = jnp.where(z == 0, jnp.finfo(z.dtype).tiny, z)
     return log_z, lax.random_gamma_grad(alpha, z) / z * tangents[1]
+
+
+@jax.custom_jvp
+def _sigmoid(x):
+    return jax.nn.sigmoid(x)
+
+
+@_sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return jax.nn.sigmoid(x), jax.nn.sigmoid(x) * jax.nn.sigmoid(-x) * dx
 
 
 def gamma_rsample(key, alpha, shape, dtype) -> Array:
@@ -235,13 +246,14 @@ class Beta(Distribution):
     def rsample(self, key, sample_shape=()):
         a, b, dt = self._params()
         shape = self._shape(sample_shape)
-        # exactly jax.random.beta's computation (same key split, log space), with the vectorised gradient
+        # jax.random.beta's draws (same key split, log-Gammas), z = G_a/(G_a+G_b) = sigmoid(log G_a - log G_b):
+        # equal to jax.random.beta's value up to rounding; the sigmoid's derivative is taken as
+        # sigmoid(x) sigmoid(-x), which keeps dz/da accurate where z rounds to 1 (there 1 - z = 0 in floating point
+        # and the quotient rule, as in jax.random.beta, returns 0).
         key_a, key_b = jax.random.split(key)
         log_ga = loggamma_rsample(key_a, a, shape, dt)
         log_gb = loggamma_rsample(key_b, b, shape, dt)
-        log_max = lax.stop_gradient(jnp.maximum(log_ga, log_gb))
-        ga, gb = jnp.exp(log_ga - log_max), jnp.exp(log_gb - log_max)
-        return ga / (ga + gb)
+        return _sigmoid(log_ga - log_gb)
 
     def log_prob(self, x):
         a, b, _ = self._params()
