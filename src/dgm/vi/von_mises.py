@@ -68,10 +68,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.scipy.special import erfcx, i0e
 
