@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgm.geometry.base import newton_iterate
 from dgm.model import GenerativeModel
 
 
@@ -34,29 +35,22 @@ def _gauss_newton_solver(generator, x_obs, tol, max_iterations):
     def residual(u):
         return generator(u) - x_obs
 
+    def correction(u, c):
+        jac = jax.jacfwd(generator)(u)
+        gram = jac @ jac.T
+        mu = 1e-14 * jnp.trace(gram) / gram.shape[0]
+        direction = jac.T @ jnp.linalg.solve(gram + mu * jnp.eye(gram.shape[0]), c)
+        # backtracking: the longest step of 1, 1/2, 1/4, ... that reduces |c|_2 (else the least bad one)
+        norms = jax.vmap(lambda a: jnp.sqrt(jnp.sum(residual(u - a * direction) ** 2)))(alphas)
+        norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
+        improving = norms < jnp.sqrt(jnp.sum(c**2))
+        best = jnp.where(jnp.any(improving), jnp.argmax(improving), jnp.argmin(norms))
+        return alphas[best] * direction
+
     def solve(u0):
-        def cond(carry):
-            u, c, i = carry
-            norm = jnp.max(jnp.abs(c))
-            return (norm >= tol) & (i < max_iterations) & jnp.isfinite(norm)
-
-        def body(carry):
-            u, c, i = carry
-            jac = jax.jacfwd(generator)(u)
-            gram = jac @ jac.T
-            mu = 1e-14 * jnp.trace(gram) / gram.shape[0]
-            direction = jac.T @ jnp.linalg.solve(gram + mu * jnp.eye(gram.shape[0]), c)
-            candidates = u[None, :] - alphas[:, None] * direction[None, :]
-            residuals = jax.vmap(residual)(candidates)
-            norms = jnp.sqrt(jnp.sum(residuals**2, axis=1))
-            norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
-            improving = norms < jnp.sqrt(jnp.sum(c**2))
-            best = jnp.where(jnp.any(improving), jnp.argmax(improving), jnp.argmin(norms))
-            return candidates[best], residuals[best], i + 1
-
-        u, c, _ = jax.lax.while_loop(cond, body, (u0, residual(u0), jnp.asarray(0, jnp.int32)))
-        norm = jnp.max(jnp.abs(c))
-        return u, jnp.where(jnp.isfinite(norm) & jnp.all(jnp.isfinite(u)), norm, jnp.inf)
+        result = newton_iterate(residual, correction, u0, tol, max_iterations)
+        return result.position, jnp.where(result.converged | jnp.isfinite(result.max_residual), result.max_residual,
+                                          jnp.inf)
 
     return jax.jit(jax.vmap(solve))
 

@@ -82,30 +82,34 @@ class ProjectionResult(NamedTuple):
     max_residual: Array
 
 
-def quasi_newton_projection(
-    geometry: Geometry, factor: Any, u_start: Array, tol: float, max_iterations: int
-) -> ProjectionResult:
-    """PROJECTPOS of Algorithm 1 with the factor of the previous point reused (the paper's quasi-Newton choice).
-
-    Stops when ``|c(u)|_inf < tol`` (converged), after ``max_iterations`` (not converged) or as soon as the residual
-    is not finite (not converged; the caller counts it as a rejection).
-    """
-
-    def residual_norm(c):
-        return jnp.max(jnp.abs(c))
+def newton_iterate(constraint, correction, u_start: Array, tol: float, max_iterations: int) -> ProjectionResult:
+    """Iterate ``u <- u - correction(u, c(u))`` until ``|c(u)|_inf < tol`` (converged), ``max_iterations`` (not
+    converged) or a non-finite residual (not converged; the caller counts it as a rejection)."""
 
     def cond(carry):
         _, c, i = carry
-        norm = residual_norm(c)
+        norm = jnp.max(jnp.abs(c))
         return (norm >= tol) & (i < max_iterations) & jnp.isfinite(norm)
 
     def body(carry):
         u, c, i = carry
-        u = u - geometry.jacobian_transpose_vector(factor, geometry.gram_solve(factor, c))
-        return u, geometry.constraint(u), i + 1
+        u = u - correction(u, c)
+        return u, constraint(u), i + 1
 
-    c0 = geometry.constraint(u_start)
-    u, c, i = jax.lax.while_loop(cond, body, (u_start, c0, jnp.asarray(0, jnp.int32)))
-    norm = residual_norm(c)
-    converged = (norm < tol) & jnp.all(jnp.isfinite(u))
-    return ProjectionResult(u, converged, i, norm)
+    u, c, i = jax.lax.while_loop(cond, body, (u_start, constraint(u_start), jnp.asarray(0, jnp.int32)))
+    norm = jnp.max(jnp.abs(c))
+    return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm)
+
+
+def quasi_newton_projection(
+    geometry: Geometry, factor: Any, u_start: Array, tol: float, max_iterations: int
+) -> ProjectionResult:
+    """PROJECTPOS of Algorithm 1 with the factor of the previous point reused (the paper's quasi-Newton choice):
+    ``u <- u - J^T (J J^T)^{-1} c(u)``. A geometry with a fused ``pseudo_inverse_apply(factor, c)`` supplies that
+    product itself."""
+    fused = getattr(geometry, "pseudo_inverse_apply", None)
+    if fused is not None:
+        correction = lambda u, c: fused(factor, c)  # noqa: E731
+    else:
+        correction = lambda u, c: geometry.jacobian_transpose_vector(factor, geometry.gram_solve(factor, c))  # noqa
+    return newton_iterate(geometry.constraint, correction, u_start, tol, max_iterations)

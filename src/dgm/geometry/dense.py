@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from dgm.geometry.base import ManifoldPoint, ProjectionResult, quasi_newton_projection
+from dgm.geometry.base import ManifoldPoint, ProjectionResult, newton_iterate, quasi_newton_projection
 from dgm.model import standard_normal_log_density
 
 Array = jax.Array
@@ -112,18 +112,8 @@ class DenseGeometry:
     def _newton_projection(self, factor, u_start, tol, max_iterations) -> ProjectionResult:
         jac_prev = factor.jacobian
 
-        def cond(carry):
-            _, c, i = carry
-            norm = jnp.max(jnp.abs(c))
-            return (norm >= tol) & (i < max_iterations) & jnp.isfinite(norm)
-
-        def body(carry):
-            u, c, i = carry
+        def correction(u, c):
             jac = self.jacobian(u)
-            step = jnp.linalg.solve(jac @ jac_prev.T, c)
-            u = u - jac_prev.T @ step
-            return u, self.constraint(u), i + 1
+            return jac_prev.T @ jnp.linalg.solve(jac @ jac_prev.T, c)
 
-        u, c, i = jax.lax.while_loop(cond, body, (u_start, self.constraint(u_start), jnp.asarray(0, jnp.int32)))
-        norm = jnp.max(jnp.abs(c))
-        return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm)
+        return newton_iterate(self.constraint, correction, u_start, tol, max_iterations)

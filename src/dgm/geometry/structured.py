@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from dgm.geometry.base import ManifoldPoint, ProjectionResult
+from dgm.geometry.base import ManifoldPoint, quasi_newton_projection
 from dgm.model import GenerativeModel
 from dgm.structure import MarkovStructure
 
@@ -245,18 +245,6 @@ class StructuredGeometry:
         return momentum - self._join_cotangent(factor, self._capacitance_project(factor, q))
 
     def project_position(self, factor: StructuredFactor, u_start: Array, tol: float, max_iterations: int):
-        """Quasi-Newton PROJECTPOS: ``u <- u - J^T (J J^T)^{-1} c(u)`` with the factor of the previous point."""
-
-        def cond(carry):
-            _, c, i = carry
-            norm = jnp.max(jnp.abs(c))
-            return (norm >= tol) & (i < max_iterations) & jnp.isfinite(norm)
-
-        def body(carry):
-            u, c, i = carry
-            u = u - self.pseudo_inverse_apply(factor, c)
-            return u, self.constraint(u), i + 1
-
-        u, c, i = jax.lax.while_loop(cond, body, (u_start, self.constraint(u_start), jnp.asarray(0, jnp.int32)))
-        norm = jnp.max(jnp.abs(c))
-        return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm)
+        """Quasi-Newton PROJECTPOS: ``u <- u - J^T (J J^T)^{-1} c(u)`` with the factor of the previous point (via the
+        fused :meth:`pseudo_inverse_apply`)."""
+        return quasi_newton_projection(self, factor, u_start, tol, max_iterations)
