@@ -101,6 +101,23 @@ def test_low_level_kernel_composes_like_blackjax():
         assert info.acceptance_rate.shape == ()
 
 
+def test_kernel_runs_under_blackjax_run_inference_algorithm():
+    from blackjax.util import run_inference_algorithm
+
+    with dgm.float64():
+        x = jnp.array([1.0, 0.0])
+        geometry = DenseGeometry(lambda u: jnp.asarray(A) @ u, x)
+        algorithm = chmc.as_top_level_api(geometry, step_size=0.3, n_steps=(2, 4))
+        u0 = jnp.asarray(A.T @ np.linalg.solve(A @ A.T, np.asarray(x)))
+        _, (positions, infos) = run_inference_algorithm(
+            jax.random.PRNGKey(0), algorithm, 50, initial_position=u0,
+            transform=lambda state, info: (state.position, info),
+        )
+        assert positions.shape == (50, 3)
+        residual = jnp.max(jnp.abs(positions @ jnp.asarray(A).T - x))
+        assert float(residual) < 1e-8 and float(jnp.mean(infos.is_accepted)) > 0.5
+
+
 def test_result_summary_save_and_load(tmp_path):
     result = dgm.sample(linear(), np.array([1.0, 0.0]), n_warmup=50, n_samples=100, seed=1, progress=False)
     table = result.summary()

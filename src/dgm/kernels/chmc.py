@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from blackjax.base import SamplingAlgorithm
 
 from dgm.geometry.base import Geometry, ManifoldPoint, project_momentum
 from dgm.integrator import NON_FINITE, OK, IntegratorSettings, integrate
@@ -88,14 +89,11 @@ def build_kernel(geometry: Geometry, settings: IntegratorSettings = IntegratorSe
     return step
 
 
-class ConstrainedHMC(NamedTuple):
-    init: callable
-    step: callable
-
-
 def as_top_level_api(
     geometry: Geometry, step_size: float, *, n_steps=(4, 8), settings: IntegratorSettings = IntegratorSettings()
-) -> ConstrainedHMC:
-    """BlackJAX-style ``SamplingAlgorithm``: ``init(position)``, ``step(key, state)`` with a fixed step size."""
+) -> SamplingAlgorithm:
+    """A ``blackjax.base.SamplingAlgorithm``: ``init(position)``, ``step(key, state)`` with a fixed step size, usable
+    with BlackJAX utilities such as ``blackjax.util.run_inference_algorithm``."""
     kernel = build_kernel(geometry, settings, n_steps)
-    return ConstrainedHMC(lambda position: init(position, geometry), lambda key, state: kernel(key, state, step_size))
+    return SamplingAlgorithm(lambda position, *_: init(position, geometry),
+                             lambda key, state: kernel(key, state, step_size))
