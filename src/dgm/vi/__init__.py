@@ -1,0 +1,11 @@
+"""Variational methods for latent-variable models.
+
+* :mod:`dgm.vi.implicit` — implicit reparameterisation gradients (Figurnov, Mohamed & Mnih 2018) for any
+  distribution with a differentiable CDF, and the multivariate standardisation form;
+* :mod:`dgm.vi.von_mises` — the von Mises distribution with gradients in location and concentration;
+* :mod:`dgm.vi.distributions` — Gamma, Beta, Dirichlet over ``jax.random`` with one interface (``rsample``,
+  ``log_prob``);
+* :mod:`dgm.vi.nondiff` — unbiased reparameterisation gradients for ``if``-branching models (Lee, Yu & Yang 2018).
+
+Submodules are imported on demand (``from dgm.vi.von_mises import VonMises``) to keep ``import dgm`` light.
+"""
