@@ -21,7 +21,7 @@ def configure_threads() -> dict:
     return {key: os.environ[key] for key in THREADS}
 
 
-def best_time(fn, *args, repeats: int = 7, min_seconds: float = 0.2) -> float:
+def best_time(fn, *args, repeats: int = 15, min_seconds: float = 0.3) -> float:
     """Best (minimum) seconds per call over ``repeats`` runs of a loop lasting at least ``min_seconds``."""
     import jax
 
