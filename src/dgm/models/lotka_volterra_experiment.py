@@ -131,7 +131,7 @@ def table_rows(results: dict) -> list[dict]:
         else:
             row = summary_row(label, result, list(PARAMETER_NAMES))
             if result.method == "chmc":
-                row["note"] = f"max |g(u)-x|∞ = {result.max_residual:.1e}"
+                row["note"] = f"max |g(u)-x|∞ = {result.max_residual:.2e}"
             rows.append(row)
     return rows
 
