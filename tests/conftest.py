@@ -7,6 +7,12 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run (a flaky test is a bug); no wall-clock deadline on a shared
+# machine where JAX compiles inside the first examples.
+settings.register_profile("dgm", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("dgm")
 
 
 def mcse(draws: np.ndarray) -> float:
