@@ -101,3 +101,12 @@ def test_nuts_baseline_runs_through_the_same_driver():
                         n_samples=200, seed=0, progress=False)
     assert result.inputs.shape == (2, 200, A.shape[1])
     assert 0.5 < result.acceptance_rate <= 1.0
+
+
+def test_hmc_baseline_starts_from_prior_draws_when_the_observation_is_off_the_manifold():
+    # |u|^2 = -1 has no solution, but the noisy relaxation is a proper density: HMC still runs (with a warning).
+    model = dgm.GenerativeModel(lambda u: jnp.atleast_1d(jnp.sum(u**2)), 3)
+    with pytest.warns(UserWarning, match="standard-normal draws"):
+        result = dgm.sample(model, np.array([-1.0]), method="hmc", noise_scale=1.0, n_chains=2, n_warmup=50,
+                            n_samples=50, progress=False)
+    assert np.all(np.isfinite(result.inputs))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgm.geometry.dense import DenseGeometry
-from dgm.initialise import find_points_on_manifold
+from dgm.initialise import ManifoldInitialisationError, find_points_on_manifold
 from dgm.integrator import IntegratorSettings
 from dgm.kernels import chmc, hmc
 from dgm.kernels.abc import abc_mcmc_method
@@ -108,8 +108,13 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
     step = hmc.build_step(log_density, algorithm=algorithm, n_steps=n_steps, max_num_doublings=max_num_doublings)
 
     def initial_positions(key, n_chains):
-        # Points on the manifold are modes of the noisy model's likelihood: a good start for every chain.
-        return find_points_on_manifold(model, x_obs, key, n_chains, tol=max(tol, 1e-8))
+        # Points on the manifold are modes of the noisy model's likelihood: a good start for every chain. The noisy
+        # density is positive everywhere, so when no such point is found prior draws will do.
+        try:
+            return find_points_on_manifold(model, x_obs, key, n_chains, tol=max(tol, 1e-8))
+        except ManifoldInitialisationError as error:
+            warnings.warn(f"{error}; starting {algorithm} from standard-normal draws instead", stacklevel=2)
+            return np.asarray(jax.random.normal(key, (n_chains, model.input_dim), jnp.float64))
 
     return Method(
         name=name or algorithm,
