@@ -58,3 +58,40 @@ def test_command_reports_bad_methods_clearly(tmp_path, capsys):
         main(["lotka-volterra", "--methods", "abc-zz-3", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_chmc_matches_nuts_on_the_exact_four_dimensional_posterior():
+    """Ground truth: given the full trajectory, p(u1 | x) ∝ N(u1) N(u2(u1, x)) in closed form (4-D). BlackJAX NUTS on
+    it and constrained HMC on the 104-D manifold must agree on the posterior means of u1 (4 combined MCSE)."""
+    import blackjax
+    import jax.numpy as jnp
+
+    from conftest import mcse
+    from dgm.models.lotka_volterra import exact_log_posterior
+
+    x_obs = default_observations()
+    chmc = dgm.sample(lotka_volterra(), x_obs, n_chains=4, n_warmup=100, n_samples=1500, seed=1, progress=False,
+                      **PAPER_PRESET)
+    with dgm.float64():
+        x = jnp.asarray(x_obs)
+        log_density = lambda u1: exact_log_posterior(u1, x)  # noqa: E731
+        start = jnp.asarray(chmc.inputs[:, 0, :4])
+        warmup = blackjax.window_adaptation(blackjax.nuts, log_density)
+        (state, parameters), _ = warmup.run(jax.random.PRNGKey(0), start[0], num_steps=500)
+        kernel = jax.jit(blackjax.nuts(log_density, **parameters).step)
+
+        def chain(key, position):
+            def body(s, k):
+                s, _ = kernel(k, s)
+                return s, s.position
+
+            _, draws = jax.lax.scan(body, blackjax.nuts.init(position, log_density), jax.random.split(key, 2000))
+            return draws
+
+        reference = np.asarray(jax.vmap(chain)(jax.random.split(jax.random.PRNGKey(1), 4), start))
+    for i in range(4):
+        a, b = chmc.inputs[..., i], reference[..., i]
+        se = np.hypot(mcse(a), mcse(b))
+        assert abs(a.mean() - b.mean()) < 4 * se, (i, a.mean(), b.mean(), se)
+        assert abs(a.std() - b.std()) < 0.1 * b.std(), (i, a.std(), b.std())
