@@ -141,3 +141,20 @@ def test_unknown_method_and_missing_noise_scale():
         dgm.sample(linear(), np.zeros(2), method="gibbs", progress=False)
     with pytest.raises(ValueError, match="noise_scale"):
         dgm.sample(linear(), np.zeros(2), method="hmc", progress=False)
+
+
+def test_warmup_adapts_the_step_size_towards_the_target_and_records_it():
+    B = np.array([[1.0, 2.0, 0.5, -0.3, 0.0], [0.3, -1.0, 1.0, 0.0, 0.7]])
+    model = dgm.GenerativeModel(lambda u: jnp.asarray(B) @ u + 0.1 * jnp.sin(u[:2] * u[2:4]), 5)
+    runs = {
+        target: dgm.sample(model, np.array([1.0, -0.5]), n_warmup=500, n_samples=500, seed=4,
+                           target_acceptance=target, progress=False)
+        for target in (0.6, 0.9)
+    }
+    low, high = runs[0.6], runs[0.9]
+    warm = high.warmup_stats["step_size"]
+    assert warm.shape == (4, 500) and not np.allclose(warm[:, 0], warm[:, -1])  # the step size moved
+    np.testing.assert_allclose(high.stats["step_size"], np.broadcast_to(high.step_size[:, None], (4, 500)))
+    assert np.all(high.step_size < low.step_size)  # a higher target gives smaller steps ...
+    assert high.acceptance_rate > low.acceptance_rate  # ... and more acceptances
+    assert abs(high.acceptance_rate - 0.9) < 0.05

@@ -95,6 +95,8 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
             out = {"stats": jax.vmap(method.stats)(infos)}
+            if method.initial_step_size is not None:  # the step size each chain used at this iteration
+                out["stats"]["step_size"] = current
             if record:
                 out["inputs"] = jax.vmap(method.position)(states)
             progress.tick(iteration, n_iterations)

@@ -21,13 +21,14 @@ class Result:
     Attributes:
       latents: ``(chain, draw, *latent_shape)`` reported quantities ``z = latents(u)``.
       inputs: ``(chain, draw, input_dim)`` generator inputs ``u``.
-      stats: per-draw statistics, each ``(chain, draw)``: ``acceptance_rate``, ``is_accepted`` and method-specific
-        ones (constrained HMC: ``failure`` code, ``newton_iterations``, ``num_integration_steps``, ``energy``).
+      stats: per-draw statistics, each ``(chain, draw)``: ``acceptance_rate``, ``is_accepted``, ``step_size`` (methods
+        with one) and method-specific ones (constrained HMC: ``failure`` code, ``newton_iterations``,
+        ``num_integration_steps``, ``energy``).
       step_size: ``(chain,)`` step size used after warm-up (NaN when the method has none).
       wall_time: seconds spent running warm-up and sampling, compilation excluded.
       compile_time: seconds spent tracing and compiling.
       max_residual: ``max |g(u) - x_obs|_inf`` over all draws (the constraint error; ABC methods: their mismatch).
-      warmup_stats: the same statistics for the warm-up iterations.
+      warmup_stats: the same statistics for the warm-up iterations (``step_size`` shows the adaptation).
     """
 
     latents: np.ndarray
