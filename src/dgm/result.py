@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import Any, Optional
 
 import numpy as np
 
 from dgm.integrator import FAILURE_NAMES
+
+
+def _arviz():
+    """Import ArviZ without its import-time FutureWarning about the 1.0 refactor (noise for dgm's users)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
 
 
 @dataclasses.dataclass
@@ -68,7 +78,7 @@ class Result:
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
         """An ``arviz.InferenceData`` with ``posterior`` (``z``, ``u``), ``sample_stats`` and ``observed_data``."""
-        import arviz as az
+        az = _arviz()
 
         dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"]}
         coords = {}
@@ -103,7 +113,7 @@ class Result:
 
         ESS per second divides bulk ESS by :attr:`wall_time` (warm-up + sampling, compilation excluded).
         """
-        import arviz as az
+        az = _arviz()
 
         idata = self.to_arviz()
         table = az.summary(idata, var_names=[var], kind="all", round_to="none")
@@ -138,7 +148,7 @@ class Result:
 
 def load(path) -> Result:
     """Read a :class:`Result` written by :meth:`Result.save`."""
-    import arviz as az
+    az = _arviz()
 
     idata = az.from_netcdf(str(path), engine="h5netcdf")
     attrs = idata.posterior.attrs
