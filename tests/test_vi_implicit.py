@@ -33,13 +33,7 @@ from dgm.vi.von_mises import VonMises
 # reference: implicit derivative of the unit-rate Gamma from scipy
 # ----------------------------------------------------------------------------------------------------------------------
 def ref_gamma_dz_da(z: float, a: float) -> float:
-    h = 1e-3 * a
-    if ss.gammainc(a, z) < 0.5:
-        f = lambda aa: ss.gammainc(aa, z)
-    else:
-        f = lambda aa: -ss.gammaincc(aa, z)
-    d = (f(a - 2 * h) - 8 * f(a - h) + 8 * f(a + h) - f(a + 2 * h)) / (12 * h)
-    return -d / math.exp((a - 1) * math.log(z) - z - ss.gammaln(a))
+    return z * ref_gamma_dlogz_da(math.log(z), a)  # dz/da = z d(log z)/da
 
 
 def ref_gamma_dlogz_da(log_z: float, a: float) -> float:

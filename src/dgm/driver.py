@@ -20,7 +20,7 @@ import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 from dgm.kernels.base import Method
-from dgm.methods import build_method, METHODS
+from dgm.methods import METHODS
 from dgm.model import GenerativeModel
 from dgm.precision import float64
 from dgm.result import Result
@@ -117,7 +117,7 @@ def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
     parameters = inspect.signature(builder).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     kwargs = {k: v for k, v in common.items() if accepts_any or k in parameters}
-    return build_method(name, model, x_obs, **kwargs, **options)
+    return builder(model, x_obs, **kwargs, **options)
 
 
 def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:

@@ -73,16 +73,6 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations,
                                        rank_check=None if dense else structured_rank_check)
 
-    def stats(info):
-        return {
-            "acceptance_rate": info.acceptance_rate,
-            "is_accepted": info.is_accepted,
-            "failure": info.failure,
-            "newton_iterations": info.newton_iterations,
-            "num_integration_steps": info.num_integration_steps,
-            "energy": info.energy,
-        }
-
     return Method(
         name="chmc",
         initial_positions=initial_positions,
@@ -90,7 +80,7 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         step=kernel,
         position=lambda state: state.position,
         acceptance=lambda info: info.acceptance_rate,
-        stats=stats,
+        stats=lambda info: info._asdict(),  # every CHMCInfo field is a per-draw statistic
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=0.0,
@@ -145,9 +135,3 @@ METHODS: dict[str, Callable[..., Method]] = {
     "hmc": functools.partial(hmc_method, algorithm="hmc"),
     "nuts": functools.partial(hmc_method, algorithm="nuts"),
 }
-
-
-def build_method(name: str, model: GenerativeModel, x_obs, **options) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
-    return METHODS[name](model, x_obs, **options)

@@ -396,14 +396,6 @@ def abc_mcmc_method(
             sample_inputs=sample_inputs,
         )
 
-    def stats(info):
-        return {
-            "acceptance_rate": info.acceptance_rate,
-            "is_accepted": info.is_accepted,
-            "proposal_distance": info.proposal_distance,
-            "distance": info.distance,
-        }
-
     return Method(
         name="abc-mcmc",
         initial_positions=initial_positions,
@@ -411,7 +403,7 @@ def abc_mcmc_method(
         step=step,
         position=lambda state: state.position,
         acceptance=lambda info: info.acceptance_rate,
-        stats=stats,
+        stats=lambda info: info._asdict(),  # acceptance_rate, is_accepted, proposal_distance, distance
         initial_step_size=s0 if adapt_step_size else None,
         target_acceptance=float(target_acceptance),
         epsilon=epsilon,
