@@ -1,6 +1,7 @@
 """Named sampling methods for :func:`dgm.sample`: each name builds a :class:`dgm.kernels.base.Method`.
 
 * ``"chmc"``: constrained HMC on the manifold (Algorithm 1), dense or structured geometry;
+* ``"chmc-dynamic"``: the same with dynamic integration time (NUTS-style tree doubling, :mod:`dgm.kernels.chmc_dynamic`);
 * ``"hmc"`` / ``"nuts"``: BlackJAX HMC / NUTS on the noisy relaxation with Gaussian output noise ``noise_scale``;
 * the ABC baselines (registered by :mod:`dgm.kernels.abc` and :mod:`dgm.kernels.pm_slice` builders).
 """
@@ -18,7 +19,7 @@ import numpy as np
 from dgm.geometry.dense import DenseGeometry
 from dgm.initialise import ManifoldInitialisationError, find_points_on_manifold
 from dgm.integrator import IntegratorSettings
-from dgm.kernels import chmc, hmc
+from dgm.kernels import chmc, chmc_dynamic, hmc
 from dgm.kernels.abc import abc_mcmc_method
 from dgm.kernels.pm_slice import pm_slice_method
 from dgm.kernels.base import Method
@@ -87,6 +88,28 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
     )
 
 
+def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
+                        projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
+                        max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100) -> Method:
+    """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
+    tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
+    chosen by the no-U-turn criterion, capped at ``2**max_tree_depth - 1`` steps)."""
+    static = chmc_method(model, x_obs, step_size=step_size, n_inner=n_inner, tol=tol, max_newton=max_newton,
+                         reverse_check_tol=reverse_check_tol, projection=projection, log_det_gradient=log_det_gradient,
+                         geometry=geometry, target_acceptance=target_acceptance,
+                         init_max_iterations=init_max_iterations)
+    with warnings.catch_warnings():  # chmc_method has already warned about the geometry choice
+        warnings.simplefilter("ignore")
+        geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient,
+                             geometry=geometry)
+    if reverse_check_tol is None:
+        reverse_check_tol = float(tol) ** 0.5
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+    kernel = chmc_dynamic.build_kernel(geom, settings, max_tree_depth=int(max_tree_depth),
+                                       max_delta_energy=float(max_delta_energy))
+    return static._replace(name="chmc-dynamic", init=lambda u: chmc_dynamic.init(u, geom), step=kernel)
+
+
 def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=None, n_steps=(4, 8), tol=1e-8,
                target_acceptance=0.8, max_num_doublings=10, name=None) -> Method:
     if noise_scale is None:
@@ -128,6 +151,7 @@ def abc_hmc_method(model, x_obs, *, epsilon, step_size=None, n_steps=(4, 8), tol
 
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
+    "chmc-dynamic": chmc_dynamic_method,
     "abc-mcmc": abc_mcmc_method,
     "abc-slice": functools.partial(pm_slice_method, kernel="uniform"),
     "abc-slice-gaussian": functools.partial(pm_slice_method, kernel="gaussian"),
