@@ -43,10 +43,12 @@ resulting invariance of tree building as a property test, and the sampled distri
 ``dynamic_progressive_integration`` detects a divergence only from the energy and so cannot carry the failure reason
 of a constrained step (Newton non-convergence, non-reversible), and its iterative U-turn termination
 (``termination.iterative_uturn_numpyro``) does only the basic subtree checks, not the extra overlapping-subtree
-checks, and uses ``rho = sum p - (p- + p+)/2``. The proposal and trajectory bookkeeping *are* BlackJAX's and reused:
-``Proposal``, ``progressive_uniform_sampling``, ``progressive_biased_sampling``, ``Trajectory``,
-``append_to_trajectory``, ``merge_trajectories``, ``reorder_trajectories``. Written by hand: the two
-``lax.while_loop`` levels (doublings; steps of one subtree) and the checkpointed subtree U-turn checks (three
+checks, and uses ``rho = sum p - (p- + p+)/2``. BlackJAX's proposal pieces are reused (``Proposal``,
+``progressive_biased_sampling``; ``progressive_uniform_sampling``'s rule, fed one batch of uniforms per transition
+because a key per step, ``fold_in`` + ``bernoulli``, measured 16 of 27 us per step on a 10-input model) and its
+``Trajectory`` type holds the kept trajectory. Written by hand: the two ``lax.while_loop`` levels (doublings; steps of one subtree; a subtree carries
+only its newest leaf, the momentum of its first leaf and its momentum sum, not BlackJAX's full trajectory, because
+selecting whole manifold points per step cost measurable time) and the checkpointed subtree U-turn checks (three
 ``(max_tree_depth + 1, d)`` arrays: for a subtree of ``2^k`` leaves completing at leaf ``n`` it needs the momentum and
 the running momentum sum at its first leaf and at its midpoint, and the momentum at the end of its left half).
 
@@ -62,8 +64,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
-from blackjax.mcmc.proposal import Proposal, progressive_biased_sampling, progressive_uniform_sampling
-from blackjax.mcmc.trajectory import Trajectory, append_to_trajectory, merge_trajectories, reorder_trajectories
+from blackjax.mcmc.proposal import Proposal, progressive_biased_sampling
+from blackjax.mcmc.trajectory import Trajectory
 
 from dgm.geometry.base import Geometry, ManifoldPoint, project_momentum
 from dgm.integrator import DIVERGENT, NON_FINITE, OK, IntegratorSettings, geodesic_drift, kick
@@ -116,6 +118,16 @@ def _select(flag, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
+def _progressive_uniform_sampling(uniform, proposal: Proposal, new: Proposal) -> Proposal:
+    """BlackJAX's ``progressive_uniform_sampling`` (take ``new`` with probability ``w_new / (w + w_new)``) driven by a
+    given uniform instead of a key."""
+    take = uniform < jax.scipy.special.expit(new.weight - proposal.weight)
+    weight = jnp.logaddexp(proposal.weight, new.weight)
+    sum_log_p_accept = jnp.logaddexp(proposal.sum_log_p_accept, new.sum_log_p_accept)
+    chosen = jax.lax.cond(take, lambda: new, lambda: proposal)
+    return Proposal(chosen.state, chosen.energy, weight, sum_log_p_accept)
+
+
 def _energy(leaf: Leaf, inverse_metric: Callable) -> Array:
     return leaf.point.potential + 0.5 * jnp.dot(leaf.momentum, inverse_metric(leaf.momentum))
 
@@ -149,8 +161,11 @@ def build_tree(
         new_point, p, status, its = geodesic_drift(geometry, leaf.point, p, dt, settings)
         return Leaf(new_point, kick(geometry, new_point, p, 0.5 * dt)), status, its
 
-    def subtree(key, start: Leaf, depth, direction):
-        """``2^depth`` steps from ``start`` (uniform progressive sampling); stops at a failure or an inner U-turn."""
+    def subtree(uniforms, offset, start: Leaf, depth, direction):
+        """``2^depth`` steps from ``start`` (uniform progressive sampling); stops at a failure or an inner U-turn.
+
+        Returns the proposal, the last leaf built (the new edge), the momentum of the first leaf built (the inner
+        edge, needed only for the U-turn checks after merging), the momentum sum, the status and counters."""
         n_leaves = jnp.left_shift(1, depth)
         dt = direction * step_size
         zeros = jnp.zeros((K + 1, d), dtype)
@@ -160,19 +175,17 @@ def build_tree(
             return (n < n_leaves) & (failure == OK) & ~turning
 
         def body(carry):
-            n, edge, proposal, trajectory, total, checkpoints, _, _, newton = carry
+            n, edge, first_momentum, proposal, total, checkpoints, _, _, newton = carry
             new, status, its = leapfrog(edge, dt)
             energy = _energy(new, inverse_metric)
-            finite = jnp.isfinite(energy)
-            status = jnp.where((status == OK) & ~finite, NON_FINITE, status)
+            status = jnp.where((status == OK) & ~jnp.isfinite(energy), NON_FINITE, status)
             status = jnp.where((status == OK) & (energy - energy0 > max_delta_energy), DIVERGENT, status)
             energy = jnp.where(status == OK, energy, jnp.inf)
             delta = energy0 - energy
-            candidate = Proposal(new, energy, delta, jnp.minimum(delta, 0.0))
-            first = n == 0
-            proposal = _select(first, candidate,
-                               progressive_uniform_sampling(jax.random.fold_in(key, n), proposal, candidate))
-            trajectory = _select(first, Trajectory(new, new, new.momentum, 1), append_to_trajectory(trajectory, new))
+            # the placeholder proposal has weight -inf, so the first leaf is taken with probability 1
+            proposal = _progressive_uniform_sampling(uniforms[offset + n], proposal,
+                                                     Proposal(new, energy, delta, jnp.minimum(delta, 0.0)))
+            first_momentum = jnp.where(n == 0, new.momentum, first_momentum)
             # U-turn checks of every block of 2^k leaves (k = 1..depth) completing at leaf n, with the extra checks
             before = total
             total = total + new.momentum
@@ -195,25 +208,23 @@ def build_tree(
             checkpoints = checkpoints._replace(
                 end_momentum=jnp.where(ends[:, None], new.momentum, checkpoints.end_momentum)
             )
-            return n + 1, new, proposal, trajectory, total, checkpoints, status, turning, newton + its
+            return n + 1, new, first_momentum, proposal, total, checkpoints, status, turning, newton + its
 
-        placeholder = Proposal(start, jnp.inf, -jnp.inf, -jnp.inf)
-        carry = (jnp.asarray(0, jnp.int32), start, placeholder, Trajectory(start, start, start.momentum, 0),
-                 jnp.zeros(d, dtype), _Checkpoints(zeros, zeros, zeros), jnp.asarray(OK, jnp.int32),
-                 jnp.asarray(False), jnp.asarray(0, jnp.int32))
-        n, _, proposal, trajectory, _, _, failure, turning, newton = jax.lax.while_loop(cond, body, carry)
-        # built in integration order; put it in time order
-        trajectory = _select(direction > 0, trajectory, trajectory._replace(
-            leftmost_state=trajectory.rightmost_state, rightmost_state=trajectory.leftmost_state))
-        return proposal, trajectory, failure, turning, n, newton
+        placeholder = Proposal(start, jnp.asarray(jnp.inf, dtype), jnp.asarray(-jnp.inf, dtype),
+                               jnp.asarray(-jnp.inf, dtype))
+        carry = (jnp.asarray(0, jnp.int32), start, start.momentum, placeholder, jnp.zeros(d, dtype),
+                 _Checkpoints(zeros, zeros, zeros), jnp.asarray(OK, jnp.int32), jnp.asarray(False),
+                 jnp.asarray(0, jnp.int32))
+        n, last, first_momentum, proposal, total, _, failure, turning, newton = jax.lax.while_loop(cond, body, carry)
+        return proposal, last, first_momentum, total, failure, turning, n, newton
 
-    def merged_turning(left: Trajectory, right: Trajectory, merged: Trajectory, depth):
-        velocity = lambda s: inverse_metric(s.momentum)  # noqa: E731
-        whole = _turning(velocity(merged.leftmost_state), velocity(merged.rightmost_state), merged.momentum_sum)
-        left_plus = _turning(velocity(left.leftmost_state), velocity(right.leftmost_state),
-                             left.momentum_sum + right.leftmost_state.momentum)
-        plus_right = _turning(velocity(left.rightmost_state), velocity(right.rightmost_state),
-                              left.rightmost_state.momentum + right.momentum_sum)
+    def merged_turning(left_momenta, right_momenta, left_sum, right_sum, depth):
+        """U-turn of the merged trajectory (left then right in time) and, from depth 1, the extra checks."""
+        (a, b), (c, e) = left_momenta, right_momenta  # edge momenta of each half, in time order
+        v = inverse_metric
+        whole = _turning(v(a), v(e), left_sum + right_sum)
+        left_plus = _turning(v(a), v(c), left_sum + c)
+        plus_right = _turning(v(b), v(e), b + right_sum)
         return whole | ((depth >= 1) & (left_plus | plus_right))
 
     def cond(carry):
@@ -222,23 +233,34 @@ def build_tree(
 
     def body(carry):
         depth, proposal, trajectory, _, _, steps, newton = carry
-        key_direction, key_subtree, key_proposal = jax.random.split(jax.random.fold_in(key, depth), 3)
+        key_direction, key_proposal = jax.random.split(jax.random.fold_in(key, depth))
         if directions is None:
             direction = jnp.where(jax.random.bernoulli(key_direction), 1, -1)
         else:
             direction = jnp.asarray(directions)[depth]
-        start = _select(direction > 0, trajectory.rightmost_state, trajectory.leftmost_state)
-        sub_proposal, sub_trajectory, failure, sub_turning, n, its = subtree(key_subtree, start, depth, direction)
+        forward = direction > 0
+        start = _select(forward, trajectory.rightmost_state, trajectory.leftmost_state)
+        sub_proposal, last, first_momentum, sub_sum, failure, sub_turning, n, its = subtree(
+            uniforms, steps, start, depth, direction)
         valid = (failure == OK) & ~sub_turning
         kept = proposal._replace(sum_log_p_accept=jnp.logaddexp(proposal.sum_log_p_accept,
                                                                  sub_proposal.sum_log_p_accept))
         proposal = _select(valid, progressive_biased_sampling(key_proposal, proposal, sub_proposal), kept)
-        left, right = reorder_trajectories(direction, trajectory, sub_trajectory)
-        merged = merge_trajectories(left, right)
-        turning = jnp.where(valid, merged_turning(left, right, merged, depth), sub_turning)
+        old = (trajectory.leftmost_state.momentum, trajectory.rightmost_state.momentum)
+        new_forward = (first_momentum, last.momentum)  # the subtree's edge momenta in time order
+        new_backward = (last.momentum, first_momentum)
+        turning_forward = merged_turning(old, new_forward, trajectory.momentum_sum, sub_sum, depth)
+        turning_backward = merged_turning(new_backward, old, sub_sum, trajectory.momentum_sum, depth)
+        turning = jnp.where(valid, jnp.where(forward, turning_forward, turning_backward), sub_turning)
+        merged = Trajectory(_select(forward, trajectory.leftmost_state, last),
+                            _select(forward, last, trajectory.rightmost_state),
+                            trajectory.momentum_sum + sub_sum, trajectory.num_states + n)
         trajectory = _select(valid, merged, trajectory)
         return depth + 1, proposal, trajectory, failure, turning, steps + n, newton + its
 
+    # one uniform per step of the whole transition, drawn at once (a key per step cost more than the step itself on
+    # small models); step i of the transition uses uniforms[i]
+    uniforms = jax.random.uniform(jax.random.fold_in(key, K), (2**K,), dtype)
     proposal = Proposal(leaf, energy0, jnp.zeros((), dtype), jnp.asarray(-jnp.inf, dtype))
     carry = (jnp.asarray(0, jnp.int32), proposal, Trajectory(leaf, leaf, leaf.momentum, 1),
              jnp.asarray(OK, jnp.int32), jnp.asarray(False), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
