@@ -218,7 +218,10 @@ def sample(
         if thin < 1:
             raise ValueError(f"thin must be >= 1, got {thin}")
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
-        warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
+        warmup_phase = _phase
+        if adapt and algorithm.set_inverse_mass is not None:  # windowed warm-up adapting a diagonal metric too
+            from dgm.adaptation import windowed_phase as warmup_phase
+        warmup_fn = jax.jit(warmup_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
         sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method, thin))
 
         def latents_of(inputs):
