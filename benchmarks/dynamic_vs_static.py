@@ -96,7 +96,7 @@ def lotka_volterra_static_vs_dynamic(chains, warmup, samples, seed):
     for name, result in (("chmc, paper preset (0.25, N_s~U{4..8}, 3 sub-steps)", static),
                          ("chmc-dynamic, adapted step (1 sub-step)", dynamic)):
         rows.append(_row(name, result.latents, result.wall_time, result.acceptance_rate,
-                         float(np.mean(result.stats["num_integration_steps"])), _failures(result)))
+                         float(np.mean(result.stats["n_steps"])), _failures(result)))
     _print(f"1. Lotka-Volterra (structured geometry), {chains} chains x ({warmup} warm-up + {samples}) iterations, "
            "same starts; time = warm-up + sampling; ESS = mean over z1..z4", rows,
            extra=f"   adapted step of chmc-dynamic: {np.round(dynamic.step_size, 3)}, mean tree depth "
@@ -129,7 +129,7 @@ def scaled_static_vs_dynamic(chains, warmup, samples, seed, dim=10, span=100.0):
     for name, method in (("chmc, adapted step, N_s~U{4..8}", "chmc"), ("chmc-dynamic, adapted step", "chmc-dynamic")):
         result = dgm.sample(model, np.array([1.0]), method=method, **common)
         row = _row(name, result.inputs, result.wall_time, result.acceptance_rate,
-                   float(np.mean(result.stats["num_integration_steps"])), _failures(result))
+                   float(np.mean(result.stats["n_steps"])), _failures(result))
         row["ess_per_sec"] = row["ess_min"] / result.wall_time
         row["name"] = f"{name} (step {np.median(result.step_size):.3f})"
         rows.append(row)
@@ -149,7 +149,7 @@ def mici_vs_dgm_dynamic(chains, iterations, seed):
         out = lv_mici.run_dgm(starts, iterations, seed=seed, geometry=geometry, method="chmc-dynamic",
                               max_tree_depth=10)
         rows.append(_row(f"dgm chmc-dynamic (geometry={geometry})", out["z"], out["wall_time"], out["accept"],
-                         float(np.mean(out["stats"]["num_integration_steps"])), int(sum(out["failures"].values()))))
+                         float(np.mean(out["stats"]["n_steps"])), int(sum(out["failures"].values()))))
     _print(f"3. Lotka-Volterra, dynamic samplers, fixed step 0.25, 3 sub-steps, max depth 10, {chains} chains x "
            f"{iterations} iterations, same starts, no warm-up", rows)
     return rows

@@ -55,7 +55,7 @@ def main(argv=None):
         ess_per_sec = ess.min() / result.wall_time
         base.setdefault(method, ess_per_sec)
         print(f"{name:34s} {result.wall_time:8.2f} {np.median(result.step_size):7.3f} "
-              f"{np.mean(result.stats['num_integration_steps']):8.1f} {_failures(result):6d} {ess.min():8.0f} "
+              f"{np.mean(result.stats['n_steps']):8.1f} {_failures(result):6d} {ess.min():8.0f} "
               f"{ess.max():8.0f} {ess_per_sec:9.1f} {ess_per_sec / base[method]:10.1f}x")
 
 

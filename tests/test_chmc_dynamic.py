@@ -29,7 +29,7 @@ def test_linear_gaussian_conditional_moments():
         assert_mean_within(u[..., i], mean[i], label=f"E[u{i}]")
         for j in range(i, A.shape[1]):
             assert_mean_within(u[..., i] * u[..., j], cov[i, j] + mean[i] * mean[j], label=f"E[u{i} u{j}]")
-    assert set(result.stats) >= {"tree_depth", "num_integration_steps", "failure", "is_turning", "step_size"}
+    assert set(result.stats) >= {"tree_depth", "n_steps", "failure", "is_turning", "step_size", "diverging", "lp"}
 
 
 def test_nonlinear_curve_matches_quadrature():
