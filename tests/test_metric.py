@@ -52,6 +52,10 @@ def test_curve_quadrature_under_a_non_identity_metric(method):
                         seed=5, progress=False, **({"n_steps": (2, 6)} if method == "chmc" else {}))
     t = result.inputs[..., 1]
     assert result.max_residual < 1e-8
+    # lp is the target's log density log rho(u) - 1/2 log|J J^T|, J = [1, 3 u2^2], whatever the metric
+    u = result.inputs
+    expected_lp = -0.5 * np.sum(u**2, -1) - 0.5 * np.log(1.0 + 9.0 * u[..., 1] ** 4)
+    np.testing.assert_allclose(result.stats["lp"], expected_lp, rtol=1e-9, atol=1e-9)
     assert_mean_within(t, curve_moment(lambda s: s), label="E[u2]")
     assert_mean_within(t**2, curve_moment(lambda s: s**2), label="E[u2^2]")
     assert_mean_within(result.inputs[..., 0], curve_moment(lambda s: X_CURVE - s**3), label="E[u1]")

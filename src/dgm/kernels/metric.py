@@ -27,6 +27,8 @@ the M-weighted projections, Gram factor and potential above), the state carries 
 ``|c|_inf`` as before; the reversibility check compares ``y``, i.e. ``u`` in units of ``sigma`` (relative to the
 adapted scales); the step size is in ``y`` units.
 
+The recorded ``lp`` is still ``log rho(u) - 1/2 log|J J^T|`` (one extra ``N x N`` determinant per recorded draw).
+
 Only the dense geometry takes a metric: the structured (linear-time) geometry derives per-step Jacobians from the
 model's declared transition ``f(x_{t-1}, z, v_t)``, which has no place for per-entry input scales; ``metric=`` with
 it raises ``ValueError``. Dense metrics are not offered: the adapted covariance of draws on the manifold is singular
@@ -91,8 +93,15 @@ def with_diagonal_metric(method: Method, geometry_for: Callable[[Array], Any],
     def set_inverse_mass(state: MetricState, new_inverse_mass: Array) -> MetricState:
         return init_scaled(state.position, jnp.sqrt(new_inverse_mass))
 
+    def log_density(state: MetricState) -> Array:
+        """``log rho(u) - 1/2 log|J J^T|``, the target's log density (the potential holds ``|J M^{-1} J^T|``)."""
+        factor = state.point.factor
+        jacobian = factor.jacobian / state.scale  # the dense factor holds J_y = J diag(scale)
+        half_log_det = 0.5 * jnp.linalg.slogdet(jacobian @ jacobian.T)[1]
+        return -state.point.potential + geometry_for(state.scale).half_log_det_gram(factor) - half_log_det
+
     return method._replace(init=init, step=step, position=lambda state: state.position,
-                           set_inverse_mass=set_inverse_mass)
+                           set_inverse_mass=set_inverse_mass, log_density=log_density)
 
 
 def check_inverse_mass(inverse_mass, dim: int):
