@@ -161,8 +161,8 @@ def _hashable(value):
     return value
 
 
-def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_method, states_like, da_like,
-                       x, mm_like=None) -> _Programs:
+def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_method, da_like, x,
+                       mm_like=None) -> _Programs:
     try:
         cache_key = _hashable(key)
     except TypeError:
@@ -173,6 +173,7 @@ def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_met
     t0 = time.perf_counter()
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(build_method(x_obs).init)(positions))
+    states_like = jax.eval_shape(init, positions_like, x)
     init = init.lower(positions_like, x).compile()
     chunk = jax.jit(_chunk_program(build_method, model, n_chains, chunk_size, chain_method))
     scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
@@ -311,7 +312,6 @@ def sample(
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
         da_init, _, da_final = dual_averaging_adaptation(algorithm.target_acceptance)
         da_state = jax.vmap(da_init)(step_sizes)
-        states_like = jax.eval_shape(lambda p, xo: jax.vmap(build_method(xo).init)(p), positions, x)
         setup_time = time.perf_counter() - t_setup
 
         cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_chains,
@@ -319,8 +319,8 @@ def sample(
         # a diagonal metric adapted in windows during warm-up (dgm.adaptation), when the method has one
         mm_state = initial_metric_state(n_chains, model.input_dim) if algorithm.set_inverse_mass is not None else None
         schedule = warmup_schedule(n_warmup if adapt and mm_state is not None else 0)
-        programs = _compiled_programs(cache_key, build_method, model, n_chains, chunk_size, chain_method,
-                                      states_like, da_state, x, mm_state)
+        programs = _compiled_programs(cache_key, build_method, model, n_chains, chunk_size, chain_method, da_state, x,
+                                      mm_state)
 
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
         try:
