@@ -243,8 +243,9 @@ def sample(
     Args:
       model: the :class:`dgm.GenerativeModel`.
       x_obs: observed values, shape ``model.output_shape()``; checked for shape and finiteness.
-      method: ``"chmc"`` (constrained HMC), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy relaxation: pass
-        ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
+      method: ``"chmc"`` (constrained HMC), ``"chmc-dynamic"`` (constrained HMC with dynamic integration time,
+        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
+        relaxation: pass ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
       n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
       step_size: integrator step size; ``None`` adapts it during warm-up (dual averaging); a number fixes it (unless
         ``adapt_step_size=True``, which uses it as the starting value).
@@ -267,7 +268,9 @@ def sample(
       compilation_cache: use JAX's persistent compilation cache (on disk, shared between processes; see
         :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
-        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
+        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
+        ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
+        ``inverse_mass`` its start, ``adapt_metric=False`` to keep it fixed; :mod:`dgm.kernels.metric`).
 
     Returns:
       :class:`dgm.Result`.
