@@ -9,18 +9,19 @@ Compilation is timed apart from running (ahead-of-time ``lower().compile()``).
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reasonable_step_size
 
 from dgm.kernels.base import Method
-from dgm.methods import METHODS
+from dgm.integrator import FAILURE_NAMES
+from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
 from dgm.precision import float64
 from dgm.result import Result
@@ -68,9 +69,24 @@ def _over_chains(fn, chain_method: str):
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
 
+_N_CODES = max(FAILURE_NAMES) + 1
+
+
+def _failure_one_hot(method: Method, infos):
+    """``(n_chains, _N_CODES)`` int32 indicator of each chain's failure code (zeros for methods without one)."""
+    failure = jax.vmap(method.stats)(infos).get("failure")
+    if failure is None:
+        return jnp.zeros((jax.tree_util.tree_leaves(infos)[0].shape[0], _N_CODES), jnp.int32)
+    return jax.nn.one_hot(failure, _N_CODES, dtype=jnp.int32)
+
+
 def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record: bool, progress: _Progress,
            chain_method: str = "vectorized", thin: int = 1):
-    """A jittable ``(states, key, step_sizes) -> (states, step_sizes, outputs)`` for one phase."""
+    """A jittable ``(states, key, step_sizes) -> (states, step_sizes, outputs, failure_counts)`` for one phase.
+
+    ``failure_counts`` ``(n_chains, n_codes)`` counts the failure codes of *every* iteration run, the ``thin - 1``
+    unrecorded iterations between kept draws included.
+    """
     da_init, da_update, da_final = dual_averaging_adaptation(method.target_acceptance)
     step_chains = _over_chains(method.step, chain_method)
 
@@ -81,16 +97,21 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
             return step_chains(jax.random.split(key, n_chains), states, current)
 
         def body(carry, xs):
-            states, da_state = carry
+            states, da_state, counts = carry
             iteration, key = xs
             current = jnp.exp(da_state.log_step_size) if adapt else step_sizes
-            if thin > 1:  # run thin - 1 unrecorded iterations, then the recorded one
+            if thin > 1:  # run thin - 1 unrecorded iterations (their failures counted), then the recorded one
                 keys = jax.random.split(key, thin)
-                states = jax.lax.fori_loop(
-                    0, thin - 1, lambda i, s: one_iteration(s, keys[i], current)[0], states
-                )
+
+                def unrecorded(i, carry):
+                    states, counts = carry
+                    states, infos = one_iteration(states, keys[i], current)
+                    return states, counts + _failure_one_hot(method, infos)
+
+                states, counts = jax.lax.fori_loop(0, thin - 1, unrecorded, (states, counts))
                 key = keys[-1]
             states, infos = one_iteration(states, key, current)
+            counts = counts + _failure_one_hot(method, infos)
             if adapt:
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
@@ -100,24 +121,40 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
             if record:
                 out["inputs"] = jax.vmap(method.position)(states)
             progress.tick(iteration, n_iterations)
-            return (states, da_state), out
+            return (states, da_state, counts), out
 
         xs = (jnp.arange(n_iterations), jax.random.split(key, n_iterations))
-        (states, da_state), outputs = jax.lax.scan(body, (states, da_state), xs)
+        counts = jnp.zeros((n_chains, _N_CODES), jnp.int32)
+        (states, da_state, counts), outputs = jax.lax.scan(body, (states, da_state, counts), xs)
         final = jax.vmap(da_final)(da_state) if adapt else step_sizes
-        return states, final, outputs
+        return states, final, outputs, counts
 
     return run
 
 
-def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
-    builder = METHODS.get(name)
-    if builder is None:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
-    parameters = inspect.signature(builder).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    kwargs = {k: v for k, v in common.items() if accepts_any or k in parameters}
-    return builder(model, x_obs, **kwargs, **options)
+class _Acceptance(NamedTuple):
+    acceptance_rate: jax.Array
+
+
+def _heuristic_step_sizes(method: Method, states, key, step_sizes):
+    """BlackJAX's ``find_reasonable_step_size`` (Hoffman & Gelman 2014, Algorithm 4) per chain at its starting
+    state: double or halve the step size from ``method.initial_step_size`` until one transition's acceptance
+    probability crosses ``method.target_acceptance`` (a failed trajectory counts as acceptance 0).  Used when the
+    step size is to be adapted but there is no warm-up to adapt it in (NumPyro and BlackJAX's window adaptation
+    start from the same heuristic)."""
+
+    def one_chain(key, state, initial):
+        def kernel_generator(step_size):
+            def kernel(key, state):
+                new_state, info = method.step(key, state, step_size)
+                return new_state, _Acceptance(jnp.nan_to_num(method.acceptance(info), nan=0.0))
+
+            return kernel
+
+        return find_reasonable_step_size(key, kernel_generator, state, initial, method.target_acceptance)
+
+    n_chains = step_sizes.shape[0]
+    return jax.jit(jax.vmap(one_chain))(jax.random.split(key, n_chains), states, step_sizes)
 
 
 def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:
@@ -166,57 +203,79 @@ def sample(
       method: ``"chmc"`` (constrained HMC), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy relaxation: pass
         ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
       n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
-      step_size: integrator step size; ``None`` adapts it during warm-up (dual averaging); a number fixes it (unless
-        ``adapt_step_size=True``, which uses it as the starting value).
-      n_steps: ``(lo, hi)``: the number of leapfrog steps is drawn uniformly from ``lo..hi`` each iteration.
-      n_inner: geodesic sub-steps per leapfrog step (Algorithm 1's ``N_g``).
-      tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``.
-      max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``).
+      step_size: integrator step size (``> 0``); ``None`` adapts it: by dual averaging during warm-up or, with
+        ``n_warmup=0``, by BlackJAX's ``find_reasonable_step_size`` heuristic at the starting point (as NumPyro and
+        BlackJAX's window adaptation begin). A number fixes it (unless ``adapt_step_size=True``, which uses it as
+        the starting value). ``result.settings`` records the step size that ran (``step_size``; a list when the
+        chains differ), the one asked for (``step_size_requested``), ``adapt_step_size`` and
+        ``step_size_adaptation``: ``"dual-averaging"``, ``"find-reasonable-step-size"``, ``"fixed"`` or ``"none"``
+        (the method has no step size).
+      n_steps: ``(lo, hi)`` with ``1 <= lo <= hi``: the number of leapfrog steps is drawn uniformly from ``lo..hi``
+        each iteration (an integer ``n`` means ``(n, n)``).
+      n_inner: geodesic sub-steps per leapfrog step (Algorithm 1's ``N_g``), ``>= 1``.
+      tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``, ``> 0``.
+      max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``), ``>= 1``.
       chain_method: how chains share the machine inside the scan: ``"vectorized"`` (``vmap``: one batched step),
         ``"sequential"`` (``lax.map``: one chain after another within each iteration) or ``"auto"``: sequential on
         CPU, where batched small linear algebra and lock-stepped while-loops cost more than they save, vectorized on
         accelerators.
       thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``
-        iterations run; statistics are those of the kept iterations).
+        iterations run; per-draw statistics are those of the kept iterations, while
+        ``result.rejection_counts()`` counts the failures of every iteration run).
       initial_positions: optional ``(n_chains, input_dim)`` starting inputs (for constrained HMC they must lie on
         the manifold within ``tol``); default: the method's own initialisation (``model.init`` or a solver).
       progress: show a progress bar and a closing line with acceptance and rejection counts.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
-        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
+        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``. An option the method does not
+        accept (a typo, or ``step_size`` for a method without one) is a ``ValueError`` naming the options it accepts.
 
     Returns:
       :class:`dgm.Result`.
+
+    Warns:
+      RuntimeWarning: when more than ``FAILURE_WARNING_RATE`` of the warm-up or of the sampling iterations failed
+      numerically (with the counts by reason).
     """
-    if int(n_chains) < 1 or int(n_samples) < 1 or int(n_warmup) < 0:
-        raise ValueError("n_chains and n_samples must be >= 1 and n_warmup >= 0")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
-    n_chains, n_warmup, n_samples = int(n_chains), int(n_warmup), int(n_samples)
+    for name, value, minimum in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1), ("n_warmup", n_warmup, 0),
+                                 ("thin", thin, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    n_chains, n_warmup, n_samples, thin = int(n_chains), int(n_warmup), int(n_samples), int(thin)
     if chain_method == "auto":
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
+    common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
+    given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}  # set by the user: must apply
+    if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
+        options = dict(options, adapt_step_size=bool(adapt_step_size))  # a method that decides it itself (ABC-MCMC)
     with float64():
         x = jnp.asarray(model.validate_observation(x_obs))
-        common = dict(step_size=step_size, n_steps=tuple(n_steps), n_inner=n_inner, tol=tol, max_newton=max_newton)
-        algorithm = _call_builder(method, model, x, common, options)
-        adapt = algorithm.initial_step_size is not None and (
-            step_size is None if adapt_step_size is None else bool(adapt_step_size)
-        )
+        algorithm, applied = build_method(method, model, x, common, options, given)
+        has_step_size = algorithm.initial_step_size is not None
+        if adapt_step_size and not has_step_size:
+            raise ValueError(f"method {method!r} has no step size to adapt (adapt_step_size=True)")
+        adapt = has_step_size and (step_size is None if adapt_step_size is None else bool(adapt_step_size))
         key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
         if initial_positions is None:
             positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
         else:
-            positions = _check_initial_positions(model, x, initial_positions, algorithm, tol)
+            positions = _check_initial_positions(model, x, initial_positions, algorithm, common["tol"])
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
         states = jax.jit(jax.vmap(algorithm.init))(jnp.asarray(positions))
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
+        if not has_step_size:
+            how = "none"
+        elif adapt and n_warmup:
+            how = "dual-averaging"  # over the warm-up, from algorithm.initial_step_size
+        elif adapt:  # nothing to adapt in: the documented heuristic, recorded
+            how = "find-reasonable-step-size"
+            step_sizes = _heuristic_step_sizes(algorithm, states, key_warmup, step_sizes)
+        else:
+            how = "fixed"
 
-        thin = int(thin)
-        if thin < 1:
-            raise ValueError(f"thin must be >= 1, got {thin}")
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
         warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
         sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method, thin))
@@ -242,11 +301,11 @@ def sample(
             t0 = time.perf_counter()
             warmup_stats = {}
             if n_warmup:
-                states, step_sizes, warmup_out = compiled_warmup(states, key_warmup, step_sizes)
+                states, step_sizes, warmup_out, _ = compiled_warmup(states, key_warmup, step_sizes)
                 jax.block_until_ready(states)
                 warmup_stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in warmup_out["stats"].items()}
             bar.offset = n_warmup
-            states, step_sizes, out = compiled_sample(states, key_sample, step_sizes)
+            states, step_sizes, out, counts = compiled_sample(states, key_sample, step_sizes)
             jax.block_until_ready(out)
             wall_time = time.perf_counter() - t0
         finally:
@@ -254,8 +313,17 @@ def sample(
         inputs = jnp.swapaxes(out["inputs"], 0, 1)
         latents, residual = compiled_post(inputs)
         stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
-        settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
-                        adapt_step_size=adapt, chain_method=chain_method, thin=thin, **{k: v for k, v in options.items() if np.isscalar(v)})
+        counts = np.asarray(counts).sum(0)
+        failure_counts = ({name: int(counts[code]) for code, name in FAILURE_NAMES.items()}
+                          if "failure" in stats else {})
+        ran = np.asarray(step_sizes, dtype=float)
+        settings = {k: v for k, v in options.items() if np.isscalar(v)}
+        settings.update(
+            applied, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
+            step_size=(None if not has_step_size else float(ran[0]) if np.all(ran == ran[0]) else ran.tolist()),
+            step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
+            chain_method=chain_method, thin=thin,
+        )
         result = Result(
             latents=np.asarray(latents),
             inputs=np.asarray(inputs),
@@ -270,21 +338,33 @@ def sample(
             settings=settings,
             warmup_stats=warmup_stats,
             latent_names=getattr(model, "latent_names", None),
+            failure_counts=failure_counts,
+            kernel=algorithm.kernel,
         )
     _report(result, progress)
     return result
 
 
+FAILURE_WARNING_RATE = 0.2
+"""A warning is issued when more than this fraction of the warm-up or sampling iterations failed numerically."""
+
+
 def _report(result: Result, progress: bool) -> None:
     counts = result.rejection_counts()
-    warm = result.rejection_counts(warmup=True)
-    if warm and result.warmup_stats:
-        n_warm = np.asarray(result.warmup_stats["failure"]).size
-        rate = sum(warm.values()) / max(n_warm, 1)
-        if rate > 0.5:
+    phases = [("sampling", counts, result.n_chains * result.n_draws * int(result.settings.get("thin", 1)),
+               "the draws may mix poorly")]
+    if result.warmup_stats:
+        phases.insert(0, ("warm-up", result.rejection_counts(warmup=True),
+                          np.asarray(result.warmup_stats["acceptance_rate"]).size,
+                          f"the adapted step size {np.asarray(result.step_size)} may be meaningless"
+                          if result.settings.get("adapt_step_size") else "the draws may mix poorly"))
+    for phase, phase_counts, n_run, consequence in phases:
+        failed = sum(phase_counts.values())
+        if n_run and failed / n_run > FAILURE_WARNING_RATE:
             warnings.warn(
-                f"{result.method}: {rate:.0%} of warm-up trajectories failed numerically ({warm}); the adapted step "
-                f"size {np.asarray(result.step_size)} may be meaningless. Check tol/max_newton and the model.",
+                f"{result.method}: {failed / n_run:.0%} of {phase} trajectories ({failed} of {n_run}) failed "
+                f"numerically ({', '.join(f'{k} {v}' for k, v in phase_counts.items())}); {consequence}. Check the "
+                "step size, tol/max_newton and the model.",
                 RuntimeWarning,
                 stacklevel=3,
             )

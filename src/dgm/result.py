@@ -39,6 +39,10 @@ class Result:
       compile_time: seconds spent tracing and compiling.
       max_residual: ``max |g(u) - x_obs|_inf`` over all draws (the constraint error; ABC methods: their mismatch).
       warmup_stats: the same statistics for the warm-up iterations (``step_size`` shows the adaptation).
+      failure_counts: failed trajectories by reason over *every* sampling iteration run (with ``thin > 1`` also the
+        unrecorded ones between kept draws); a plain ``{reason: int}`` dict, empty for methods without failures.
+      kernel: what ``epsilon`` means: ``"uniform ball"`` (a radius), ``"Gaussian"`` (a per-output noise standard
+        deviation) or ``"exact"`` (see :class:`dgm.kernels.base.Method`).
     """
 
     latents: np.ndarray
@@ -54,6 +58,8 @@ class Result:
     settings: dict = dataclasses.field(default_factory=dict)
     warmup_stats: dict = dataclasses.field(default_factory=dict)
     latent_names: Optional[list] = None
+    failure_counts: dict = dataclasses.field(default_factory=dict)
+    kernel: Optional[str] = None
 
     @property
     def n_chains(self) -> int:
@@ -68,7 +74,10 @@ class Result:
         return float(np.mean(self.stats["acceptance_rate"]))
 
     def rejection_counts(self, warmup: bool = False) -> dict:
-        """Counts of failed trajectories by reason (constrained HMC); empty for methods without failures."""
+        """Counts of failed trajectories by reason (constrained HMC) over every iteration run in the sampling phase
+        (``warmup=True``: the warm-up phase); empty for methods without failures."""
+        if not warmup and self.failure_counts:
+            return {name: int(count) for name, count in self.failure_counts.items()}
         stats = self.warmup_stats if warmup else self.stats
         if "failure" not in stats:
             return {}
@@ -105,6 +114,8 @@ class Result:
             "dgm_step_size": json.dumps(np.asarray(self.step_size, dtype=float).tolist()),
             "dgm_settings": json.dumps(self.settings, default=str),
             "dgm_latent_names": json.dumps(self.latent_names),
+            "dgm_failure_counts": json.dumps(self.failure_counts),
+            "dgm_kernel": json.dumps(self.kernel),
         }
 
     # -- summaries --------------------------------------------------------------------------------------------
@@ -171,4 +182,6 @@ def load(path) -> Result:
         settings=json.loads(attrs["dgm_settings"]),
         warmup_stats=warmup,
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
+        failure_counts=json.loads(attrs.get("dgm_failure_counts", "{}")),
+        kernel=json.loads(attrs.get("dgm_kernel", "null")),
     )
