@@ -137,21 +137,28 @@ class _Acceptance(NamedTuple):
 
 
 def _heuristic_step_sizes(method: Method, states, key, step_sizes):
-    """BlackJAX's ``find_reasonable_step_size`` (Hoffman & Gelman 2014, Algorithm 4) per chain at its starting
-    state: double or halve the step size from ``method.initial_step_size`` until one transition's acceptance
-    probability crosses ``method.target_acceptance`` (a failed trajectory counts as acceptance 0).  Used when the
-    step size is to be adapted but there is no warm-up to adapt it in (NumPyro and BlackJAX's window adaptation
-    start from the same heuristic)."""
+    """A starting step size per chain without warm-up: BlackJAX's ``find_reasonable_step_size`` (Hoffman & Gelman
+    2014, Algorithm 4, as NumPyro's) at the chain's starting state, targeting ``method.target_acceptance``.
+
+    The heuristic doubles or halves the step size from ``method.initial_step_size`` until one transition's
+    acceptance probability crosses the target (a failed trajectory counts as acceptance 0) and returns the step at
+    the crossing; coming from below that is the first *too large* one, so a step whose acceptance (one more
+    transition) is below the target is halved. A heuristic on single transitions, not an adaptation: the result is
+    recorded in ``Result.settings`` (NumPyro and BlackJAX's window adaptation start dual averaging from it).
+    """
+
+    def acceptance_kernel(step_size):
+        def kernel(key, state):
+            new_state, info = method.step(key, state, step_size)
+            return new_state, _Acceptance(jnp.nan_to_num(method.acceptance(info), nan=0.0))
+
+        return kernel
 
     def one_chain(key, state, initial):
-        def kernel_generator(step_size):
-            def kernel(key, state):
-                new_state, info = method.step(key, state, step_size)
-                return new_state, _Acceptance(jnp.nan_to_num(method.acceptance(info), nan=0.0))
-
-            return kernel
-
-        return find_reasonable_step_size(key, kernel_generator, state, initial, method.target_acceptance)
+        key_search, key_check = jax.random.split(key)
+        found = find_reasonable_step_size(key_search, acceptance_kernel, state, initial, method.target_acceptance)
+        _, check = acceptance_kernel(found)(key_check, state)
+        return jnp.where(check.acceptance_rate < method.target_acceptance, 0.5 * found, found)
 
     n_chains = step_sizes.shape[0]
     return jax.jit(jax.vmap(one_chain))(jax.random.split(key, n_chains), states, step_sizes)
