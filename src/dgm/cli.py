@@ -105,7 +105,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError) as error:  # user input: options, method lists, values (tracebacks are for bugs)
+    except ValueError as error:
+        # User input (option values, method lists, unusable data) is checked and refused with ValueError, also
+        # where Python would raise TypeError (dgm.sample turns a wrong type into a ValueError naming the option).
+        # Any other exception is a bug in dgm and keeps its traceback.
         message = " ".join(str(error).split())  # one line
         parser.exit(2, f"dgm {args.command}: error: {message}\n")
 
