@@ -24,7 +24,7 @@ from dgm.integrator import FAILURE_NAMES
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
 from dgm.precision import float64
-from dgm.result import Result
+from dgm.result import Result, schema_stats
 
 
 class _Progress:
@@ -116,6 +116,8 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
             out = {"stats": jax.vmap(method.stats)(infos)}
+            if method.log_density is not None:
+                out["stats"]["lp"] = jax.vmap(method.log_density)(states)
             if method.initial_step_size is not None:  # the step size each chain used at this iteration
                 out["stats"]["step_size"] = current
             if record:
@@ -290,9 +292,8 @@ def sample(
         def latents_of(inputs):
             return jax.vmap(jax.vmap(model.latents))(inputs)
 
-        def residual_of(inputs):
-            flat = inputs.reshape(-1, inputs.shape[-1])
-            return jnp.max(jnp.abs(jax.vmap(model.generator)(flat) - x))
+        def residual_of(inputs):  # |g(u) - x_obs|_inf of every draw, (chain, draw)
+            return jnp.max(jnp.abs(jax.vmap(jax.vmap(model.generator))(inputs) - x), axis=-1)
 
         post_fn = jax.jit(lambda inputs: (latents_of(inputs), residual_of(inputs)))
 
@@ -320,6 +321,7 @@ def sample(
         inputs = jnp.swapaxes(out["inputs"], 0, 1)
         latents, residual = compiled_post(inputs)
         stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
+        stats["constraint_residual"] = np.asarray(residual)
         counts = np.asarray(counts).sum(0)
         failure_counts = ({name: int(counts[code]) for code, name in FAILURE_NAMES.items()}
                           if "failure" in stats else {})
@@ -334,16 +336,16 @@ def sample(
         result = Result(
             latents=np.asarray(latents),
             inputs=np.asarray(inputs),
-            stats=stats,
+            stats=schema_stats(stats),
             step_size=np.asarray(step_sizes),
             wall_time=wall_time,
             compile_time=compile_time,
             method=algorithm.name,
-            max_residual=float(residual),
+            max_residual=float(np.max(residual)),
             x_obs=np.asarray(x),
             epsilon=algorithm.epsilon,
             settings=settings,
-            warmup_stats=warmup_stats,
+            warmup_stats=schema_stats(warmup_stats),
             latent_names=getattr(model, "latent_names", None),
             failure_counts=failure_counts,
             kernel=algorithm.kernel,

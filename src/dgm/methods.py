@@ -88,6 +88,7 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         target_acceptance=target_acceptance,
         epsilon=0.0,
         kernel="exact",
+        log_density=lambda state: -state.point.potential,  # log rho(u) - 1/2 log|J J^T| (eq. 16)
     )
 
 
@@ -122,6 +123,7 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
         target_acceptance=target_acceptance,
         epsilon=float(noise_scale),
         kernel="Gaussian",  # the noisy relaxation: Gaussian output noise of scale noise_scale
+        log_density=lambda state: state.logdensity,
     )
 
 

@@ -36,6 +36,7 @@ class Method(NamedTuple):
       kernel: what ``epsilon`` means, shown beside it in tables: ``"uniform ball"`` (accept ``|g(u) - x| < epsilon``:
         a radius), ``"Gaussian"`` (output noise of standard deviation ``epsilon`` per output), ``"exact"``
         (``g(u) = x`` within the Newton tolerance); ``None`` when not applicable.
+      log_density: optional ``state -> scalar``, the log target density at the state (recorded as ``lp``).
     """
 
     name: str
@@ -49,6 +50,7 @@ class Method(NamedTuple):
     target_acceptance: float = 0.8
     epsilon: Optional[float] = None
     kernel: Optional[str] = None
+    log_density: Optional[Callable[[Any], Array]] = None
 
 
 KERNEL_LABELS = {"uniform": "uniform ball", "gaussian": "Gaussian"}
