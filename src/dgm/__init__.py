@@ -25,6 +25,11 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value
+    try:  # a submodule used as an attribute, e.g. ``dgm.initialise`` after ``import dgm``
+        return importlib.import_module(f"dgm.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"dgm.{name}":
+            raise
     raise AttributeError(f"module 'dgm' has no attribute {name!r}")
 
 
