@@ -258,7 +258,8 @@ def figures(results: dict, out: Path, step: str = "semi-implicit", seed: int = 0
             bars[label] = summary_row(label, result, list(PARAMETER_NAMES))["ess_per_sec_each"]
     width = 0.8 / max(len(bars), 1)
     for r, (label, each) in enumerate(bars.items()):
-        ax.bar(np.arange(4) + (r - (len(bars) - 1) / 2) * width, each, width, label=label, color=colour[label])
+        shown = f"{label} (accepted draws/s, compilation included)" if isinstance(results[label], RejectionRun) else label
+        ax.bar(np.arange(4) + (r - (len(bars) - 1) / 2) * width, each, width, label=shown, color=colour[label])
     if bars and all(v > 0 for each in bars.values() for v in each):
         ax.set_yscale("log")
     if bars:
