@@ -318,30 +318,30 @@ def _sample_centered(key, kappa, shape, dtype):
     def propose(key):
         u, v = jax.random.uniform(key, (2,) + tuple(shape), dtype=dtype)
         u = 2.0 * u - 1.0                                        # U(-1, 1): |u| gives z, sign(u) the side
-        half = 0.5 * math.pi * jnp.abs(u)
-        sin_h, cos_h = jnp.sin(half), jnp.maximum(jnp.cos(half), 0.0)   # float32 cos(pi/2) < 0
+        cos_h = jnp.cos(0.5 * math.pi * u)
         one_plus_z = 2.0 * cos_h * cos_h                         # 1 + cos(pi u)
         y_big = k * s_minus_1 * s_plus_1 / (s_minus_1 + one_plus_z)
         y_tiny = (1.0 - k * k) / (1.0 + k * (one_plus_z - 1.0))
         y = jnp.where(tiny, y_tiny, y_big)
         accept = (y * (2.0 - y) >= v) | (jnp.log(y / v) + 1.0 >= y)
-        theta = 2.0 * jnp.arctan2(c * sin_h, cos_h)
-        return jnp.where(u < 0, -theta, theta), accept
+        return u, accept
 
     def cond(state):
         i, _, done, _ = state
         return (i < _MAX_REJECTION_ROUNDS) & ~jnp.all(done)
 
     def body(state):
-        i, key, done, x = state
+        i, key, done, u = state
         key, sub = jax.random.split(key)
-        x_new, accept = propose(sub)
+        u_new, accept = propose(sub)
         take = accept & ~done
-        return (i + 1, key, done | accept, jnp.where(take, x_new, x))
+        return (i + 1, key, done | accept, jnp.where(take, u_new, u))
 
     init = (0, key, ~valid, jnp.zeros(shape, dtype))
-    _, _, done, x = lax.while_loop(cond, body, init)
-    return jnp.where(valid & done, x, jnp.nan)
+    _, _, done, u = lax.while_loop(cond, body, init)   # the accepted u; the angle once, after the loop
+    half = 0.5 * math.pi * jnp.abs(u)
+    theta = 2.0 * jnp.arctan2(c * jnp.sin(half), jnp.maximum(jnp.cos(half), 0.0))   # float32 cos(pi/2) < 0
+    return jnp.where(valid & done, jnp.where(u < 0, -theta, theta), jnp.nan)
 
 
 def _wrap(x):
