@@ -138,8 +138,8 @@ class _Acceptance(NamedTuple):
     acceptance_rate: jax.Array
 
 
-def _heuristic_step_sizes(method: Method, states, key, step_sizes):
-    """A starting step size per chain without warm-up: BlackJAX's ``find_reasonable_step_size`` (Hoffman & Gelman
+def _heuristic_step_sizes(method: Method):
+    """A jittable ``(keys, states, step_sizes) -> step_sizes``: a starting step size per chain without warm-up: BlackJAX's ``find_reasonable_step_size`` (Hoffman & Gelman
     2014, Algorithm 4, as NumPyro's) at the chain's starting state, targeting ``method.target_acceptance``.
 
     The heuristic doubles or halves the step size from ``method.initial_step_size`` until one transition's
@@ -162,8 +162,7 @@ def _heuristic_step_sizes(method: Method, states, key, step_sizes):
         _, check = acceptance_kernel(found)(key_check, state)
         return jnp.where(check.acceptance_rate < method.target_acceptance, 0.5 * found, found)
 
-    n_chains = step_sizes.shape[0]
-    return jax.jit(jax.vmap(one_chain))(jax.random.split(key, n_chains), states, step_sizes)
+    return jax.vmap(one_chain)
 
 
 def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:
@@ -279,9 +278,8 @@ def sample(
             how = "none"
         elif adapt and n_warmup:
             how = "dual-averaging"  # over the warm-up, from algorithm.initial_step_size
-        elif adapt:  # nothing to adapt in: the documented heuristic, recorded
+        elif adapt:  # nothing to adapt in: the documented heuristic (timed as warm-up), recorded
             how = "find-reasonable-step-size"
-            step_sizes = _heuristic_step_sizes(algorithm, states, key_warmup, step_sizes)
         else:
             how = "fixed"
 
@@ -297,7 +295,10 @@ def sample(
 
         post_fn = jax.jit(lambda inputs: (latents_of(inputs), residual_of(inputs)))
 
+        heuristic_keys = jax.random.split(key_warmup, n_chains)
         t0 = time.perf_counter()
+        compiled_heuristic = (jax.jit(_heuristic_step_sizes(algorithm)).lower(heuristic_keys, states, step_sizes)
+                              .compile() if how == "find-reasonable-step-size" else None)
         compiled_warmup = warmup_fn.lower(states, key_warmup, step_sizes).compile() if n_warmup else None
         compiled_sample = sample_fn.lower(states, key_sample, step_sizes).compile()
         inputs_shape = jax.ShapeDtypeStruct((n_chains, n_samples, model.input_dim), jnp.float64)
@@ -308,6 +309,8 @@ def sample(
         try:
             t0 = time.perf_counter()
             warmup_stats = {}
+            if compiled_heuristic is not None:
+                step_sizes = compiled_heuristic(heuristic_keys, states, step_sizes)
             if n_warmup:
                 states, step_sizes, warmup_out, _ = compiled_warmup(states, key_warmup, step_sizes)
                 jax.block_until_ready(states)
