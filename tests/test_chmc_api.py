@@ -156,7 +156,7 @@ def test_result_summary_save_and_load(tmp_path):
             np.testing.assert_array_equal(loaded.stats[key], result.stats[key])
         assert loaded.wall_time == result.wall_time and loaded.method == "chmc"
         assert loaded.rejection_counts() == result.rejection_counts()
-        assert loaded.failure_counts == result.failure_counts and loaded.kernel == result.kernel == "exact"
+        assert loaded.unrecorded_failures == result.unrecorded_failures and loaded.kernel == result.kernel == "exact"
     assert az.from_netcdf(str(tmp_path / "run.nc")).posterior["z"].shape == (4, 100, 3)
 
 
@@ -246,7 +246,7 @@ def test_settings_record_only_the_options_that_applied():
                         progress=False)
     assert "n_inner" not in result.settings and "max_newton" not in result.settings
     assert result.settings["step_size"] is None and result.settings["step_size_adaptation"] == "none"
-    assert result.kernel == "uniform ball" and result.failure_counts == {}
+    assert result.kernel == "uniform ball" and result.rejection_counts() == {}
 
 
 def test_no_warmup_and_no_step_size_runs_a_recorded_heuristic_step_size():

@@ -44,11 +44,14 @@ class Result:
         ones (constrained HMC: ``failure`` code, ``newton_iterations``, ``energy``).
       step_size: ``(chain,)`` step size used after warm-up (NaN when the method has none).
       wall_time: seconds spent running warm-up and sampling, compilation excluded.
-      compile_time: seconds spent tracing and compiling.
+      compile_time: seconds spent tracing and compiling (0 when the compiled programs were reused from an earlier
+        call with the same model, method, options and shapes).
+      setup_time: seconds spent before compiling: checking the inputs, building the method, finding starting points
+        on the manifold (initialisation) and checking them.
       max_residual: ``max |g(u) - x_obs|_inf`` over all draws (the constraint error; ABC methods: their mismatch).
       warmup_stats: the same statistics for the warm-up iterations (``step_size`` shows the adaptation).
-      failure_counts: failed trajectories by reason over *every* sampling iteration run (with ``thin > 1`` also the
-        unrecorded ones between kept draws); a plain ``{reason: int}`` dict, empty for methods without failures.
+      unrecorded_failures: failed trajectories by reason among the sampling transitions that thinning did not keep
+        (``thin > 1``); :meth:`rejection_counts` adds them to the recorded ones.
       kernel: what ``epsilon`` means: ``"uniform ball"`` (a radius), ``"Gaussian"`` (a per-output noise standard
         deviation) or ``"exact"`` (see :class:`dgm.kernels.base.Method`).
     """
@@ -66,7 +69,8 @@ class Result:
     settings: dict = dataclasses.field(default_factory=dict)
     warmup_stats: dict = dataclasses.field(default_factory=dict)
     latent_names: Optional[list] = None
-    failure_counts: dict = dataclasses.field(default_factory=dict)
+    setup_time: float = 0.0
+    unrecorded_failures: dict = dataclasses.field(default_factory=dict)
     kernel: Optional[str] = None
 
     @property
@@ -82,15 +86,14 @@ class Result:
         return float(np.mean(self.stats["acceptance_rate"]))
 
     def rejection_counts(self, warmup: bool = False) -> dict:
-        """Counts of failed trajectories by reason (constrained HMC) over every iteration run in the sampling phase
-        (``warmup=True``: the warm-up phase); empty for methods without failures."""
-        if not warmup and self.failure_counts:
-            return {name: int(count) for name, count in self.failure_counts.items()}
+        """Counts of failed trajectories by reason over every transition run (constrained HMC), thinned-away ones
+        included; ``warmup=True``: those of the warm-up. Empty for methods without failure codes."""
         stats = self.warmup_stats if warmup else self.stats
         if "failure" not in stats:
             return {}
         failure = np.asarray(stats["failure"])
-        return {name: int(np.sum(failure == code)) for code, name in FAILURE_NAMES.items()}
+        extra = {} if warmup else self.unrecorded_failures
+        return {name: int(np.sum(failure == code)) + int(extra.get(name, 0)) for code, name in FAILURE_NAMES.items()}
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
@@ -123,13 +126,14 @@ class Result:
             "dgm_method": self.method,
             "dgm_wall_time": float(self.wall_time),
             "dgm_compile_time": float(self.compile_time),
+            "dgm_setup_time": float(self.setup_time),
+            "dgm_unrecorded_failures": json.dumps(self.unrecorded_failures),
+            "dgm_kernel": json.dumps(self.kernel),
             "dgm_max_residual": float(self.max_residual),
             "dgm_epsilon": float("nan") if self.epsilon is None else float(self.epsilon),
             "dgm_step_size": json.dumps(np.asarray(self.step_size, dtype=float).tolist()),
             "dgm_settings": json.dumps(self.settings, default=str),
             "dgm_latent_names": json.dumps(self.latent_names),
-            "dgm_failure_counts": json.dumps(self.failure_counts),
-            "dgm_kernel": json.dumps(self.kernel),
         }
 
     # -- summaries --------------------------------------------------------------------------------------------
@@ -212,6 +216,7 @@ def load(path) -> Result:
         settings=json.loads(attrs["dgm_settings"]),
         warmup_stats=group_arrays("warmup_sample_stats"),
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
-        failure_counts=json.loads(attrs.get("dgm_failure_counts", "{}")),
+        setup_time=float(attrs.get("dgm_setup_time", 0.0)),
+        unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
         kernel=json.loads(attrs.get("dgm_kernel", "null")),
     )
