@@ -151,8 +151,7 @@ def _hashable(value):
     return value
 
 
-def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method, states_like, da_like,
-                       x) -> _Programs:
+def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method, da_like, x) -> _Programs:
     try:
         cache_key = _hashable(key)
     except TypeError:
@@ -163,6 +162,7 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
     t0 = time.perf_counter()
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
+    states_like = jax.eval_shape(init, positions_like, x)
     init = init.lower(positions_like, x).compile()
     chunk = jax.jit(_chunk_program(method_at, model, n_chains, chunk_size, chain_method))
     scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
@@ -341,17 +341,16 @@ def sample(
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
         da_init, _, da_final = dual_averaging_adaptation(algorithm.target_acceptance)
         da_state = jax.vmap(da_init)(step_sizes)
-        states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
         setup_time = time.perf_counter() - t_setup
 
         cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_chains,
                      x.shape, chunk_size, chain_method)
-        programs = _compiled_programs(cache_key, method_at, model, n_chains, chunk_size, chain_method,
-                                      states_like, da_state, x)
+        programs = _compiled_programs(cache_key, method_at, model, n_chains, chunk_size, chain_method, da_state, x)
         compile_time = programs.compile_time
         heuristic_keys = jax.random.split(key_warmup, n_chains)
         if how == "find-reasonable-step-size":
             t0 = time.perf_counter()
+            states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
             heuristic = jax.jit(lambda keys, states, steps, x_obs: _heuristic_step_sizes(method_at(x_obs))(
                 keys, states, steps)).lower(heuristic_keys, states_like, step_sizes, x).compile()
             compile_time += time.perf_counter() - t0
