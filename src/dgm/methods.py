@@ -208,6 +208,8 @@ def build_method(name: str, model, x_obs, common: dict, options: dict, given: se
     """
     builder = _builder(name)
     accepted = accepted_options(name)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        accepted = accepted + [k for k in list(common) + list(options) if k not in accepted]  # takes **kwargs
     refused = [k for k in options if k not in accepted] + [k for k in common if k in given and k not in accepted]
     if refused:
         shown = ", ".join(f"{k}={options[k] if k in options else common[k]!r}" for k in refused)
