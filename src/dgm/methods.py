@@ -216,7 +216,8 @@ def build_method(name: str, model, x_obs, common: dict, options: dict, given: se
         raise ValueError(f"method {name!r} does not accept {shown}; the options it accepts are: "
                          f"{', '.join(accepted)}")
     signature = inspect.signature(builder).parameters
-    missing = [k for k in accepted if signature[k].default is inspect.Parameter.empty and k not in options]
+    missing = [k for k in accepted_options(name)
+               if signature[k].default is inspect.Parameter.empty and k not in options]
     if missing:
         raise ValueError(f"method {name!r} needs {', '.join(f'{k}=...' for k in missing)}")
     applied = {k: v for k, v in common.items() if k in accepted}
