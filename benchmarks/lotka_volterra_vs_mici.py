@@ -19,18 +19,16 @@ derivatives). The paper's preset (section 6; Algorithm 1) is used:
   ``rng.integers(lower, upper)`` (upper bound *exclusive*, although its docstring says inclusive), so we pass
   ``(4, 9)``.
 
-Threading: BLAS / OpenMP / XLA are limited to one thread by environment variables set below *before* NumPy or JAX is
-imported (they have no effect if this module is imported after them; run it as a script or import it first), and
+Threading: BLAS / OpenMP / XLA are limited to one thread by :func:`dgm.threads.configure_cpu_threads` *before* NumPy
+or JAX is imported (no effect if this module is imported after them; run it as a script or import it first), and
 ``threadpoolctl`` is used as well when available.
 """
 
 from __future__ import annotations
 
-import os
+from dgm.threads import configure_cpu_threads
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+THREADS = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -42,9 +40,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dgm.models import lotka_volterra as lv  # noqa: E402
+from dgm.models.lotka_volterra_experiment import PAPER_PRESET as DGM_PRESET  # noqa: E402
 
-#: The paper's constrained-HMC preset for the Lotka–Volterra experiment.
-PAPER_PRESET = dict(step_size=0.25, n_step_range=(4, 8), n_inner_step=3, constraint_tol=1e-8)
+#: The paper's constrained-HMC preset for the Lotka–Volterra experiment (dgm's one definition) in mici's terms.
+PAPER_PRESET = dict(step_size=DGM_PRESET["step_size"], n_step_range=DGM_PRESET["n_steps"],
+                    n_inner_step=DGM_PRESET["n_inner"], constraint_tol=DGM_PRESET["tol"])
 
 
 def _single_thread_blas():
@@ -218,8 +218,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mici-only", action="store_true", help="run only the mici side")
     args = parser.parse_args(argv)
-    print("threads: " + ", ".join(f"{k}={os.environ.get(k)}" for k in
-                                  ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")))
+    print("threads: " + ", ".join(f"{k}={v}" for k, v in THREADS.items()))
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.chains)
         model = lv.lotka_volterra()

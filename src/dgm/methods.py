@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import math
+import numbers
 import warnings
 from typing import Callable
 
@@ -87,6 +90,7 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=0.0,
+        kernel="exact",
         log_density=lambda state: -state.point.potential,  # log rho(u) - 1/2 log|J J^T| (eq. 16)
     )
     return apply_metric(method, model, x_obs, lambda g: chmc.build_kernel(g, settings, n_steps), metric=metric,
@@ -181,6 +185,7 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=float(noise_scale),
+        kernel="Gaussian",  # the noisy relaxation: Gaussian output noise of scale noise_scale
         log_density=lambda state: state.logdensity,
     )
 
@@ -201,3 +206,83 @@ METHODS: dict[str, Callable[..., Method]] = {
     "hmc": functools.partial(hmc_method, algorithm="hmc"),
     "nuts": functools.partial(hmc_method, algorithm="nuts"),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# options: validation and the one place a method name becomes a Method
+# ---------------------------------------------------------------------------------------------------------------------
+SAMPLER_DEFAULTS = {"step_size": None, "n_steps": (4, 8), "n_inner": 1, "tol": 1e-8, "max_newton": 50}
+"""The integrator options :func:`dgm.sample` takes itself and passes to the methods that use them."""
+
+
+def _positive_int(name, value, minimum=1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_sampler_options(step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50) -> dict:
+    """Validate the integrator options; returns them normalised (``n_steps`` as ``(lo, hi)`` ints, an int ``n``
+    meaning ``(n, n)``).  Raises ``ValueError`` naming the option."""
+    if isinstance(n_steps, numbers.Integral) and not isinstance(n_steps, bool):
+        n_steps = (n_steps, n_steps)
+    try:
+        lo, hi = n_steps
+    except (TypeError, ValueError):
+        raise ValueError(f"n_steps must be an integer or a pair (lo, hi), got {n_steps!r}") from None
+    lo, hi = _positive_int("n_steps[0]", lo), _positive_int("n_steps[1]", hi)
+    if lo > hi:
+        raise ValueError(f"n_steps = (lo, hi) needs lo <= hi, got {n_steps!r}")
+    return {
+        "step_size": None if step_size is None else _positive_float("step_size", step_size),
+        "n_steps": (lo, hi),
+        "n_inner": _positive_int("n_inner", n_inner),
+        "tol": _positive_float("tol", tol),
+        "max_newton": _positive_int("max_newton", max_newton),
+    }
+
+
+def accepted_options(name: str) -> list[str]:
+    """The keyword options the builder of method ``name`` accepts (those fixed by the registry excluded)."""
+    builder = _builder(name)
+    bound = builder.keywords if isinstance(builder, functools.partial) else {}
+    return [p.name for p in inspect.signature(builder).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in bound]
+
+
+def _builder(name: str):
+    builder = METHODS.get(name)
+    if builder is None:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return builder
+
+
+def build_method(name: str, model, x_obs, common: dict, options: dict, given: set = frozenset()) -> tuple:
+    """Build the :class:`Method` ``name`` from the driver's ``common`` integrator options and the method ``options``.
+
+    An option the method does not accept is an error, not silently dropped: every key of ``options`` must be
+    accepted, and so must every key of ``common`` the user set (``given``); the ``ValueError`` names the method and
+    the options it accepts.  Returns ``(method, applied)`` with ``applied`` the common options the method used.
+    """
+    builder = _builder(name)
+    accepted = accepted_options(name)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        accepted = accepted + [k for k in list(common) + list(options) if k not in accepted]  # takes **kwargs
+    refused = [k for k in options if k not in accepted] + [k for k in common if k in given and k not in accepted]
+    if refused:
+        shown = ", ".join(f"{k}={options[k] if k in options else common[k]!r}" for k in refused)
+        raise ValueError(f"method {name!r} does not accept {shown}; the options it accepts are: "
+                         f"{', '.join(accepted)}")
+    signature = inspect.signature(builder).parameters
+    missing = [k for k in accepted_options(name)
+               if signature[k].default is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise ValueError(f"method {name!r} needs {', '.join(f'{k}=...' for k in missing)}")
+    applied = {k: v for k, v in common.items() if k in accepted}
+    return builder(model, x_obs, **applied, **options), applied
