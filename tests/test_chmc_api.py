@@ -290,4 +290,5 @@ def test_failures_of_every_iteration_are_counted_with_thinning_and_warned_about(
     failure = plain.stats["failure"]
     assert plain.rejection_counts() == {"newton_not_converged": int(np.sum(failure == 1)),
                                         "not_reversible": int(np.sum(failure == 2)),
-                                        "non_finite": int(np.sum(failure == 3))}
+                                        "non_finite": int(np.sum(failure == 3)),
+                                        "divergent": int(np.sum(failure == 4))}
