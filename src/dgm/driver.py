@@ -197,9 +197,11 @@ def sample(
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
     with float64():
-        x = jnp.asarray(model.validate_observation(x_obs))
+        x = jnp.asarray(model.validate_observation(x_obs, manifold=False))
         common = dict(step_size=step_size, n_steps=tuple(n_steps), n_inner=n_inner, tol=tol, max_newton=max_newton)
         algorithm = _call_builder(method, model, x, common, options)
+        if algorithm.epsilon == 0.0:  # exact methods sample a manifold: fewer observed outputs than inputs
+            model.validate_observation(x_obs)
         adapt = algorithm.initial_step_size is not None and (
             step_size is None if adapt_step_size is None else bool(adapt_step_size)
         )

@@ -137,14 +137,14 @@ class StructuredGeometry:
         )
         tan_v = jnp.concatenate([zero_d, jnp.zeros((L, D), u.dtype), eye_d])
 
-        def step_jacobians(x_prev, vt):
+        def step_jacobians(x_prev, vt, t):
             def directional(tx, tz, tv):
-                return jax.jvp(lambda a, b, c: s.step_fn(a, b, c), (x_prev, z, vt), (tx, tz, tv))[1]
+                return jax.jvp(lambda a, b, c: s.step(a, b, c, t), (x_prev, z, vt), (tx, tz, tv))[1]
 
             rows = jax.vmap(directional)(tan_x, tan_z, tan_v)  # (D + L + D, D): transposed Jacobian blocks
             return rows[:D].T, rows[D:D + L].T, rows[D + L:].T  # F_t (D,D), P_t (D,L), G_t (D,D)
 
-        F, P, G = jax.vmap(step_jacobians)(traj.previous, v)
+        F, P, G = jax.vmap(step_jacobians)(traj.previous, v, s.step_indices())
         if s.independent:
             F = None
         else:
