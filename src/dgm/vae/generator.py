@@ -99,8 +99,8 @@ class DecoderGenerator:
             mask = mask.astype(bool)
         mask = mask.reshape(-1)
         self.mask = mask
-        self.observed = np.flatnonzero(mask)
-        self.unobserved = np.flatnonzero(~mask)
+        self.observed = np.flatnonzero(mask).astype(np.int32)  # int32: the same gather with and without x64
+        self.unobserved = np.flatnonzero(~mask).astype(np.int32)
         if self.observed.size == 0:
             raise ValueError("observed_mask observes no pixel: there is nothing to condition on")
         if self.unobserved.size == 0:
@@ -116,7 +116,7 @@ class DecoderGenerator:
         sigma, L = self.sigma, self.latent_dim
 
         def pixel(z, v, i):  # observed pixel i: its decoder mean z[i] plus its own noise
-            return z[i][None] + sigma * v
+            return jax.lax.dynamic_slice_in_dim(z, i, 1) + sigma * v
 
         structure = independent_structure(pixel, self.observed.size, self.observed_mean, L, noise_dim=1,
                                            indexed=True)

@@ -59,8 +59,8 @@ def objective_fn(objective: str):
     raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
 
 
-def check_data(x, data_dim: int, what: str = "x", likelihood: str = "gaussian") -> np.ndarray:
-    """``x`` as a float32 ``(n, data_dim)`` numpy array, or a clear error (wrong shape, empty, NaN/inf, Bernoulli
+def check_data(x, data_dim: int, what: str = "x", likelihood: str = "gaussian", dtype=np.float32) -> np.ndarray:
+    """``x`` as a ``(n, data_dim)`` numpy array of ``dtype`` (the model's; float32 by default), or a clear error (wrong shape, empty, NaN/inf, Bernoulli
     data outside ``[0, 1]``)."""
     arr = np.asarray(x)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
@@ -77,7 +77,7 @@ def check_data(x, data_dim: int, what: str = "x", likelihood: str = "gaussian") 
         raise ValueError(f"{what} has NaN or infinite entries in {bad} row(s)")
     if likelihood == "bernoulli" and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"a Bernoulli likelihood needs {what} in [0, 1]; got range [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.float32)
+    return arr.astype(dtype)
 
 
 @eqx.filter_jit
@@ -104,7 +104,7 @@ def log_likelihood(vae, x, *, k: int = 1000, seed: int = 0, batch_size: int = 10
     for name, v in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    xs = check_data(x, vae.config.data_dim, "x", vae.config.likelihood)
+    xs = check_data(x, vae.config.data_dim, "x", vae.config.likelihood, vae.log_sigma.dtype)
     n = xs.shape[0]
     chunk = int(min(chunk_size, k))
     n_chunks = -(-k // chunk)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
@@ -40,6 +41,36 @@ class TrainHistory(NamedTuple):
     k: int
 
 
+class _Bar:
+    """A tqdm bar over training steps, fed from inside the compiled epoch by ``jax.debug.callback``."""
+
+    def __init__(self, total: int, description: str, enabled: bool):
+        self.enabled, self.total, self.description = bool(enabled) and total > 0, total, description
+        self.bar, self.every, self.n_steps, self.objective, self.valid = None, 1, 1, "", ""
+
+    def open(self, n_steps: int, objective: str):
+        self.n_steps, self.every, self.objective = n_steps, max(1, n_steps // 10), objective
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.description, unit="step", file=sys.stderr, leave=True)
+
+    def report(self, epoch, i, total):
+        if self.bar is not None:
+            done = int(epoch) * self.n_steps + int(i) + 1
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(f"epoch {int(epoch) + 1}, train {self.objective} {-float(total) / (int(i) + 1):.2f}"
+                                     + self.valid, refresh=False)
+
+    def validation(self, value, best, best_epoch):
+        self.valid = f", valid {value:.2f} (best {best:.2f} @ epoch {best_epoch + 1})"
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _positive_int(name, v):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -49,7 +80,7 @@ def _positive_int(name, v):
 def evaluate(vae, x, *, objective: str = "elbo", k: int = 1, seed: int = 0, batch_size: int = 500) -> float:
     """Average objective per example over ``x`` (``(n, data_dim)``) with a fixed ``seed``."""
     fn = objective_fn(objective)
-    xs = check_data(x, vae.config.data_dim, "x", vae.config.likelihood)
+    xs = check_data(x, vae.config.data_dim, "x", vae.config.likelihood, vae.log_sigma.dtype)
     return float(_evaluate(vae, jnp.asarray(xs), jax.random.key(seed), fn, k, batch_size))
 
 
@@ -96,74 +127,69 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     else:
         raise TypeError(f"train needs a VAEConfig or a VAE, got {type(config_or_vae).__name__}")
     cfg = vae.config
-    xs = jnp.asarray(check_data(train_x, cfg.data_dim, "train_x", cfg.likelihood))
-    xv = None if valid_x is None else jnp.asarray(check_data(valid_x, cfg.data_dim, "valid_x", cfg.likelihood))
+    xs = jnp.asarray(check_data(train_x, cfg.data_dim, "train_x", cfg.likelihood, vae.log_sigma.dtype))
+    xv = None if valid_x is None else jnp.asarray(check_data(valid_x, cfg.data_dim, "valid_x", cfg.likelihood, vae.log_sigma.dtype))
     n = xs.shape[0]
     bs = min(batch_size, n)
     n_steps = n // bs
 
     optimiser = optax.adam(learning_rate)
-    opt_state = optimiser.init(eqx.filter(vae, eqx.is_inexact_array))
+    params, static = eqx.partition(vae, eqx.is_inexact_array)
+    opt_state = optimiser.init(params)
+    bar = _Bar(epochs * n_steps, f"VAE ({objective}{'' if k == 1 else f', k={k}'})", progress)
 
-    def loss(model, xb, key):
-        return -jnp.mean(fn(model, xb, key, k))
-
-    @eqx.filter_jit
-    def step(model, opt_state, xb, key):
-        value, grads = eqx.filter_value_and_grad(loss)(model, xb, key)
-        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        model = eqx.apply_updates(model, updates)
-        return model, opt_state, value
+    def loss(params, xb, key):
+        return -jnp.mean(fn(eqx.combine(params, static), xb, key, k))
 
     @jax.jit
-    def shuffled(key):
-        return xs[jax.random.permutation(key, n)[: n_steps * bs]].reshape(n_steps, bs, -1)
+    def run_epoch(params, opt_state, epoch):
+        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+        epoch_key = jax.random.fold_in(step_key, epoch)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+        def body(carry, i):
+            params, opt_state, total = carry
+            xb = xs[lax.dynamic_slice_in_dim(perm, i * bs, bs)]
+            value, grads = jax.value_and_grad(loss)(params, xb, jax.random.fold_in(epoch_key, i))
+            updates, opt_state = optimiser.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            total = total + value
+            if bar.enabled:  # running objective to the bar about ten times an epoch
+                due = ((i + 1) % bar.every == 0) | (i == n_steps - 1)
+                lax.cond(due, lambda: jax.debug.callback(bar.report, epoch, i, total), lambda: None)
+            return (params, opt_state, total), None
 
-        bar = tqdm(total=epochs, desc=f"VAE ({objective}{'' if k == 1 else f', k={k}'})", unit="epoch",
-                   file=sys.stderr, leave=True)
+        (params, opt_state, total), _ = lax.scan(body, (params, opt_state, jnp.zeros((), xs.dtype)),
+                                                 jnp.arange(n_steps))
+        return params, opt_state, -total / n_steps
+
     train_hist, valid_hist = [], []
     best, best_value, best_epoch, since_best, stopped = vae, -np.inf, -1, 0, False
     t0 = time.perf_counter()
+    bar.open(n_steps, objective)
     try:
         for epoch in range(epochs):
-            batches = shuffled(jax.random.fold_in(shuffle_key, epoch))
-            epoch_key = jax.random.fold_in(step_key, epoch)
-            total = jnp.zeros(())
-            for i in range(n_steps):
-                vae, opt_state, value = step(vae, opt_state, batches[i], jax.random.fold_in(epoch_key, i))
-                total = total + value
-                if bar is not None and (i + 1) % max(1, n_steps // 10) == 0:
-                    bar.set_postfix_str(f"train {objective} {-float(total) / (i + 1):.2f}")
-            train_value = -float(total) / n_steps
+            params, opt_state, value = run_epoch(params, opt_state, epoch)
+            train_value = float(value)
             if not np.isfinite(train_value):
-                raise FloatingPointError(f"the training objective became {train_value} in epoch {epoch}; lower the "
-                                         "learning rate or check the data")
+                raise FloatingPointError(f"the training objective became {train_value} in epoch {epoch + 1}; lower "
+                                         "the learning rate or check the data")
             train_hist.append(train_value)
+            vae = eqx.combine(params, static)
             if xv is not None:
-                value = _evaluate(vae, xv, valid_key, fn, k, 500)
-                valid_hist.append(value)
-                if value > best_value:
-                    best, best_value, best_epoch, since_best = vae, value, epoch, 0
+                valid_value = _evaluate(vae, xv, valid_key, fn, k, 500)
+                valid_hist.append(valid_value)
+                if valid_value > best_value:
+                    best, best_value, best_epoch, since_best = vae, valid_value, epoch, 0
                 else:
                     since_best += 1
+                bar.validation(valid_value, best_value, best_epoch)
             else:
                 best, best_epoch = vae, epoch
-            if bar is not None:
-                bar.update(1)
-                msg = f"train {objective} {train_value:.2f}"
-                if valid_hist:
-                    msg += f", valid {valid_hist[-1]:.2f} (best {best_value:.2f} @ {best_epoch + 1})"
-                bar.set_postfix_str(msg)
             if patience is not None and xv is not None and since_best >= patience:
                 stopped = True
                 break
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     history = TrainHistory(np.asarray(train_hist), np.asarray(valid_hist), best_epoch, stopped,
                            time.perf_counter() - t0, objective, k)
     return best, history
