@@ -67,8 +67,8 @@ class Normal(Distribution):
 
 
 class UniformTorus(Distribution):
-    """Uniform distribution on ``[-pi, pi)^n`` (``n`` = the length of ``shape``'s last axis), density ``(2 pi)^-1``
-    per coordinate."""
+    """Uniform distribution on the circle, one angle per entry of ``shape``: density ``(2 pi)^-1`` per coordinate;
+    draws in ``[-pi, pi)``."""
 
     shape: tuple = eqx.field(static=True)
 
@@ -87,9 +87,10 @@ class UniformTorus(Distribution):
         return jax.random.uniform(key, self._shape(sample_shape), minval=-math.pi, maxval=math.pi)
 
     def log_prob(self, x):
+        """``-log(2 pi)`` per coordinate for every finite angle (angles are points on the circle, as for
+        :class:`dgm.vi.von_mises.VonMises`, whose density is periodic too)."""
         x = jnp.asarray(x)
-        inside = (x >= -math.pi) & (x <= math.pi)
-        return jnp.where(inside, -_LOG_2PI, -jnp.inf)
+        return jnp.where(jnp.isfinite(x), -_LOG_2PI, jnp.nan).astype(jnp.result_type(float, x.dtype))
 
 
 def encoder_output_dim(config) -> int:
