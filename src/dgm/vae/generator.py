@@ -65,6 +65,25 @@ def _sigma(decoder, sigma) -> float:
     return sigma
 
 
+def _restricted_mean(decoder, observed: np.ndarray) -> Optional[Callable[[Array], Array]]:
+    """For a :class:`dgm.vae.VAE` whose decoder ends in a linear layer, ``h -> mean(h)[O]`` computing only the
+    observed rows of that layer (4x fewer output-layer FLOPs for the top quarter; identical values). ``None`` when
+    the decoder is not of that form (then ``mean(h)[O]`` is gathered from the full image)."""
+    try:
+        import equinox as eqx
+
+        last = decoder.decoder.layers[-1]
+        weight, bias = last.weight, last.bias
+        if not (isinstance(last, eqx.nn.Linear) and bias is not None and weight.ndim == 2):
+            return None
+        rows = jnp.asarray(observed)
+        restricted = eqx.tree_at(lambda v: (v.decoder.layers[-1].weight, v.decoder.layers[-1].bias), decoder,
+                                 (weight[rows], bias[rows]))
+        return lambda h: restricted.decoder_mean(h)
+    except (AttributeError, TypeError, IndexError):
+        return None
+
+
 class DecoderGenerator:
     """The decoder-plus-noise generator restricted to the observed pixels (see the module docstring).
 
@@ -85,7 +104,7 @@ class DecoderGenerator:
         self.mean_fn = _mean_function(decoder)
         self.latent_dim = L = _latent_dim(decoder, latent_dim)
         self.sigma = _sigma(decoder, sigma)
-        out = jax.eval_shape(self.mean_fn, jax.ShapeDtypeStruct((L,), jnp.float64))
+        out = jax.eval_shape(self.mean_fn, jax.ShapeDtypeStruct((L,), jnp.float32))
         self.data_dim = int(out.shape[0])
         mask = np.asarray(observed_mask)
         if mask.size != self.data_dim:
@@ -105,12 +124,14 @@ class DecoderGenerator:
             raise ValueError("observed_mask observes no pixel: there is nothing to condition on")
         if self.unobserved.size == 0:
             raise ValueError("observed_mask observes every pixel: there is nothing to in-paint")
+        restricted = _restricted_mean(decoder, self.observed)
+        self._observed_mean = restricted or (lambda h: self.mean_fn(h)[self.observed])
         self.model = self._build_model(init_latent, name)
 
     # -- the generator ------------------------------------------------------------------------------
     def observed_mean(self, h: Array) -> Array:
         """``mean(h)[O]``: the decoder evaluated once, restricted to the observed pixels."""
-        return self.mean_fn(h)[self.observed]
+        return self._observed_mean(h)
 
     def _build_model(self, init_latent, name) -> GenerativeModel:
         sigma, L = self.sigma, self.latent_dim
