@@ -34,7 +34,7 @@ def digits(n_valid: int = 300, n_test: int = 300, seed: int = 0) -> Dataset:
     images = np.asarray(bunch.data, np.float32) / 16.0
     labels = np.asarray(bunch.target, np.int64)
     check_split("digits", images, labels, 1797, 64, "sklearn.datasets.load_digits")
-    return Dataset(*split_three(images, labels, n_valid, n_test, seed), (8, 8), "digits")
+    return _dataset(split_three(images, labels, n_valid, n_test, seed), (8, 8), "digits")
 
 
 def mnist_5k(path=None, n_valid: int = 500, n_test: int = 500, seed: int = 0) -> Dataset:
@@ -54,4 +54,10 @@ def mnist_5k(path=None, n_valid: int = 500, n_test: int = 500, seed: int = 0) ->
     images = (table[:, :784] / 256.0).astype(np.float32)
     labels = table[:, 784].astype(np.int64)
     check_split("mnist_5k", images, labels, 5000, 784, path)
-    return Dataset(*split_three(images, labels, n_valid, n_test, seed), (28, 28), "mnist_5k")
+    return _dataset(split_three(images, labels, n_valid, n_test, seed), (28, 28), "mnist_5k")
+
+
+def _dataset(splits, image_shape, name) -> Dataset:
+    train, valid, test, train_labels, valid_labels, test_labels = splits
+    return Dataset(train=train, valid=valid, test=test, image_shape=image_shape, train_labels=train_labels,
+                   valid_labels=valid_labels, test_labels=test_labels, name=name)

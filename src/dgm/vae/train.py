@@ -78,10 +78,17 @@ def _positive_int(name, v):
 
 
 def evaluate(vae, x, *, objective: str = "elbo", k: int = 1, seed: int = 0, batch_size: int = 500) -> float:
-    """Average objective per example over ``x`` (``(n, data_dim)``) with a fixed ``seed``."""
+    """Average objective per example over ``x`` (``(n, data_dim)``) with a fixed ``seed`` (the validation objective
+    of :func:`train`)."""
     fn = objective_fn(objective)
     xs = check_data(x, vae.config.data_dim, "x", vae.config.likelihood, vae.log_sigma.dtype)
-    return float(_evaluate(vae, jnp.asarray(xs), jax.random.key(seed), fn, k, batch_size))
+    return float(_evaluate(vae, jnp.asarray(xs), validation_key(seed), fn, k, batch_size))
+
+
+def validation_key(seed: int):
+    """The fixed key of the validation objective: ``evaluate(vae, valid_x, seed=seed)`` reproduces the values in
+    ``train(..., seed=seed)``'s history."""
+    return jax.random.fold_in(jax.random.key(seed), 0x7A11D)
 
 
 def _evaluate(vae, xs, key, fn, k, batch_size):
@@ -119,7 +126,8 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
         raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
     fn = objective_fn(objective)
     key = jax.random.key(seed)
-    init_key, shuffle_key, step_key, valid_key = jax.random.split(key, 4)
+    init_key, shuffle_key, step_key = jax.random.split(key, 3)
+    valid_key = validation_key(seed)
     if isinstance(config_or_vae, VAEConfig):
         vae = VAE(config_or_vae, key=init_key)
     elif isinstance(config_or_vae, VAE):
