@@ -53,7 +53,7 @@ class DataSpec:
 
 DATASETS = {
     "mnist": DataSpec("mnist", 7, LATENT_DIM, HIDDEN, 20, 2, 5000),
-    "digits": DataSpec("digits", 2, 10, (64, 64), 60, 15, 1197),
+    "digits": DataSpec("digits", 2, 10, (64, 64), 60, 5, 1197),
 }
 
 
@@ -161,9 +161,9 @@ def run_case(gen: DecoderGenerator, case: Case, *, chains: int, warmup: int, sam
     conditional = gen.conditional_model()
     if hmc_factor is None:
         pilot = dgm.sample(conditional, case.x_obs, method="hmc", noise_scale=gen.sigma, n_chains=chains,
-                           n_warmup=0, n_samples=max(50, samples // 4), seed=seed, n_steps=n_steps,
-                           initial_positions=h0, progress=False)
-        per_iteration_hmc = pilot.wall_time / pilot.n_draws
+                           n_warmup=100, n_samples=400, seed=seed, n_steps=n_steps, initial_positions=h0,
+                           progress=False)  # warmed up: an unadapted step size can make the pilot unrepresentative
+        per_iteration_hmc = pilot.wall_time / 500
         per_iteration_chmc = case.chmc.wall_time / (warmup + samples)
         hmc_factor = max(1.0, per_iteration_chmc / per_iteration_hmc)
     case.hmc_iterations_per_chmc = float(hmc_factor)

@@ -64,7 +64,7 @@ def figures(experiment: dict, out: Path, *, per_case: int = 20, columns: int = 1
         hmc = mi.in_paintings(gen, case.hmc, case.x_obs, every=every, limit=per_case, seed=i)
         blocks_a.append(_pad(chmc, rows_per_case * columns))
         blocks_b.append(_pad(hmc, rows_per_case * columns))
-        labels.append(case.label)
+        labels.append(case.label.split(" (")[0].replace("test digit ", "digit ").replace("model sample", "sample"))
     paths["fig6a"] = image_grid(out / "fig6a_chmc.png", np.concatenate(blocks_a), mask, columns=columns,
                                 title="(a) constrained HMC: consecutive draws (observed top region black on white)",
                                 row_labels=labels, rows_per_label=rows_per_case)
