@@ -30,7 +30,7 @@ from dgm.vi.distributions import Dirichlet, Distribution, Gamma
 from dgm.vi.von_mises import VonMises
 
 __all__ = ["Normal", "UniformTorus", "encoder_output_dim", "posterior", "prior", "decoder_input_dim", "decoder_input",
-           "log_prob"]
+           "log_prob", "rsample"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -123,6 +123,16 @@ def prior(config, dtype=jnp.float32) -> Distribution:
     if config.latent == "gamma":
         return Gamma(jnp.full(d, config.prior_concentration, dtype), jnp.full(d, config.prior_rate, dtype))
     return Dirichlet(jnp.full(d, config.prior_concentration, dtype))
+
+
+def rsample(dist: Distribution, key, sample_shape=()) -> jax.Array:
+    """Reparameterised draws; Gamma and Dirichlet draws that underflow to exactly 0 (possible for small
+    concentrations, see :mod:`dgm.vi.distributions`) are raised to the smallest normal number so that ``log z`` and
+    the log-densities stay finite (the gradient is unchanged wherever no clamping happens)."""
+    z = dist.rsample(key, sample_shape)
+    if isinstance(dist, (Gamma, Dirichlet)):
+        z = jnp.maximum(z, jnp.finfo(z.dtype).tiny)
+    return z
 
 
 def log_prob(dist: Distribution, z) -> jax.Array:

@@ -33,7 +33,7 @@ def log_weights(vae, x, key, k: int = 1):
     """``log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x)``, ``z_k ~ q(z | x)``; one example ``x`` of shape
     ``(data_dim,)`` -> shape ``(k,)``.  Differentiable in the VAE's parameters (reparameterised draws)."""
     q = vae.encode(x)
-    z = q.rsample(key, (k,))
+    z = latents.rsample(q, key, (k,))
     log_px_z = jax.vmap(lambda zk: vae.log_likelihood_given(x, zk))(z)
     return log_px_z + vae.log_prior(z) - latents.log_prob(q, z)
 
@@ -60,7 +60,8 @@ def objective_fn(objective: str):
 
 
 def check_data(x, data_dim: int, what: str = "x", likelihood: str = "gaussian", dtype=np.float32) -> np.ndarray:
-    """``x`` as a ``(n, data_dim)`` numpy array of ``dtype`` (the model's; float32 by default), or a clear error (wrong shape, empty, NaN/inf, Bernoulli
+    """``x`` as a ``(n, data_dim)`` numpy array of ``dtype`` (the model's; float32 by default), or a clear error
+    (wrong shape, empty, NaN/inf, Bernoulli
     data outside ``[0, 1]``)."""
     arr = np.asarray(x)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
@@ -119,7 +120,8 @@ def log_likelihood(vae, x, *, k: int = 1000, seed: int = 0, batch_size: int = 10
         running_max = np.full(bs, -np.inf)
         running_sum = np.zeros(bs)
         for c in range(n_chunks):
-            lw = np.asarray(_chunk_log_weights(vae, xb, jnp.asarray(ids), jnp.asarray(c, jnp.int32), root, chunk), np.float64)
+            lw = _chunk_log_weights(vae, xb, jnp.asarray(ids), jnp.asarray(c, jnp.int32), root, chunk)
+            lw = np.asarray(lw, np.float64)
             lw = lw[:, : min(chunk, k - c * chunk)]  # the last chunk may hold surplus draws: drop them
             lw = np.where(np.isnan(lw), -np.inf, lw)
             new_max = np.maximum(running_max, lw.max(axis=1))

@@ -59,8 +59,9 @@ class _Bar:
         if self.bar is not None:
             done = int(epoch) * self.n_steps + int(i) + 1
             self.bar.update(done - self.bar.n)
-            self.bar.set_postfix_str(f"epoch {int(epoch) + 1}, train {self.objective} {-float(total) / (int(i) + 1):.2f}"
-                                     + self.valid, refresh=False)
+            running = -float(total) / (int(i) + 1)
+            self.bar.set_postfix_str(f"epoch {int(epoch) + 1}, train {self.objective} {running:.2f}" + self.valid,
+                                     refresh=False)
 
     def validation(self, value, best, best_epoch):
         self.valid = f", valid {value:.2f} (best {best:.2f} @ epoch {best_epoch + 1})"
@@ -135,8 +136,9 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     else:
         raise TypeError(f"train needs a VAEConfig or a VAE, got {type(config_or_vae).__name__}")
     cfg = vae.config
-    xs = jnp.asarray(check_data(train_x, cfg.data_dim, "train_x", cfg.likelihood, vae.log_sigma.dtype))
-    xv = None if valid_x is None else jnp.asarray(check_data(valid_x, cfg.data_dim, "valid_x", cfg.likelihood, vae.log_sigma.dtype))
+    dtype = vae.log_sigma.dtype
+    xs = jnp.asarray(check_data(train_x, cfg.data_dim, "train_x", cfg.likelihood, dtype))
+    xv = None if valid_x is None else jnp.asarray(check_data(valid_x, cfg.data_dim, "valid_x", cfg.likelihood, dtype))
     n = xs.shape[0]
     bs = min(batch_size, n)
     n_steps = n // bs
