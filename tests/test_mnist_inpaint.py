@@ -50,6 +50,26 @@ def test_structured_geometry_equals_dense_geometry(seed):
         assert _rel(out["fused_momentum"], d["momentum"]) < RTOL
 
 
+def test_indexed_markov_structure_matches_dense_geometry():
+    """The step index of ``dgm.structure`` (``indexed=True``) in a Markov model with a time-varying input."""
+    from dgm.structure import markov_model
+
+    def step(x_prev, z, v, t):
+        return 0.7 * jnp.tanh(x_prev) + z[0] * jnp.sin(0.5 * t) + z[1] * x_prev + 0.3 * v
+
+    with dgm.float64():
+        model = markov_model(step, jnp.zeros(2), 5, lambda u1: jnp.array([u1[0], 0.1 * u1[1]]), 2, indexed=True)
+        u = jax.random.normal(jax.random.key(0), (model.input_dim,))
+        x, prev = [], jnp.zeros(2)
+        for t in range(5):  # the generator is the plain loop over steps with their index
+            prev = step(prev, jnp.array([u[0], 0.1 * u[1]]), u[2 + 2 * t: 4 + 2 * t], t)
+            x.append(prev)
+        np.testing.assert_allclose(model.generator(u), jnp.concatenate(x), rtol=1e-13)
+        out = _compare_geometries(model, 5)
+        for key in ("potential", "grad", "jv", "jtw", "gram_solve", "half_log_det", "momentum", "qn_one"):
+            assert _rel(out["s"][key], out["d"][key]) < RTOL, key
+
+
 def test_vae_decoder_model_is_structured_and_matches_the_decoder():
     vae = _vae()
     mask = _top_row_mask()

@@ -274,6 +274,7 @@ def markov_model(
     n_parameter_inputs: int,
     *,
     noise_dim: Optional[int] = None,
+    indexed: bool = False,
     latents: Optional[Callable] = None,
     log_input_density: Optional[Callable] = None,
     init: Optional[Callable] = None,
@@ -288,6 +289,7 @@ def markov_model(
       parameter_transform: ``u1 -> z``; ``n_parameter_inputs`` is ``L = len(u1)``.
       noise_dim: noise inputs per step (default ``state_dim``; the structured geometry needs them equal, see the
         module docstring).
+      indexed: ``step_fn(x_prev, z, v, t)`` also receives the 0-based step index ``t`` (module docstring).
       latents: ``u -> reported quantities``; default ``parameter_transform(u[:L])``.
       log_input_density: ``log rho(u)``; default standard normal.
       init: exact initialiser ``(key, x_obs) -> u``; default: ``u1`` from ``N(0, I)`` and the noise solved step by
@@ -297,7 +299,7 @@ def markov_model(
     :class:`MarkovStructure`, so :func:`dgm.sample` uses the linear-time geometry.
     """
     structure = markov_structure(step_fn, initial_state, n_steps, parameter_transform, n_parameter_inputs,
-                                 noise_dim=noise_dim)
+                                 noise_dim=noise_dim, indexed=indexed)
     return _model_from_structure(structure, latents=latents, log_input_density=log_input_density, init=init,
                                  name=name)
 
@@ -309,6 +311,7 @@ def independent_model(
     n_parameter_inputs: int,
     *,
     noise_dim: int,
+    indexed: bool = False,
     latents: Optional[Callable] = None,
     log_input_density: Optional[Callable] = None,
     init: Optional[Callable] = None,
@@ -321,6 +324,6 @@ def independent_model(
     in :func:`markov_model`.
     """
     structure = independent_structure(observation_fn, n_observations, parameter_transform, n_parameter_inputs,
-                                      noise_dim=noise_dim)
+                                      noise_dim=noise_dim, indexed=indexed)
     return _model_from_structure(structure, latents=latents, log_input_density=log_input_density, init=init,
                                  name=name)
