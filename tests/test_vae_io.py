@@ -187,3 +187,21 @@ def test_mnist_if_installed():
     assert data.train.shape == (50000, 784) and data.valid.shape == (10000, 784) and data.test.shape == (10000, 784)
     assert data.train.dtype == np.float32 and 0 <= data.train.min() and data.train.max() < 1
     assert data.image_shape == (28, 28) and data.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_likelihoods_match_their_formulas(likelihood):
+    """``log p(x | z)``: Gaussian ``sum log N(x; mean, sigma^2)``, Bernoulli ``sum x log p + (1 - x) log(1 - p)``."""
+    from scipy import stats
+
+    vae = _vae(likelihood=likelihood, sigma=0.2)
+    x = np.random.default_rng(1).uniform(size=6).round() if likelihood == "bernoulli" else \
+        np.random.default_rng(1).normal(size=6)
+    z = jnp.asarray([0.3, -1.1])
+    mean = np.asarray(vae.decoder_mean(z), np.float64)
+    got = float(vae.log_likelihood_given(jnp.asarray(x, jnp.float32), z))
+    if likelihood == "bernoulli":
+        want = np.sum(x * np.log(mean) + (1 - x) * np.log1p(-mean))
+    else:
+        want = np.sum(stats.norm.logpdf(x, mean, 0.2))
+    assert got == pytest.approx(want, rel=1e-5)
