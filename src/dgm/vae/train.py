@@ -116,7 +116,9 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
       parameters are returned).
     * ``objective``: ``"elbo"`` (with ``k`` draws averaged) or ``"iwae"`` (the ``k``-sample bound).
     * ``patience``: epochs without validation improvement before stopping (``None``: never stop early).
-    * ``progress``: a tqdm bar over epochs showing the running training objective and the validation objective.
+    * ``seed``: initialisation (for a config), minibatch order, the draws of ``z`` and the fixed validation draws.
+    * ``progress``: a tqdm bar over the training steps showing the epoch's running objective (updated from inside the
+      compiled epoch about ten times per epoch) and the latest and best validation objective.
     """
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
