@@ -210,3 +210,10 @@ def test_command_quick_on_small_digits_writes_table_figures_samples_and_report(t
     chmc = dgm.load(out / "samples_case0_chmc.nc")
     assert chmc.max_residual < 1e-8 and chmc.latents.shape[-1] == 10
     assert list((tmp_path / "cache").glob("vae-digits-quick-seed0.eqx"))  # cached for the next run
+
+
+def test_model_generator_equals_the_structure_generator():
+    with dgm.float64():
+        gen = DecoderGenerator(_mlp_decoder(2), _top_row_mask(4, rows=2), sigma=0.07, latent_dim=3)
+        u = jax.random.normal(jax.random.key(4), (gen.model.input_dim,))
+        np.testing.assert_allclose(gen.model.generator(u), gen.model.structure.generator(u), rtol=1e-14)

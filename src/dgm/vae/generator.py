@@ -150,8 +150,11 @@ class DecoderGenerator:
                                                                                               dtype)
             return jnp.concatenate([h, (x_obs - self.observed_mean(h)) / sigma])
 
+        def generator(u):  # the same x as structure.generator, without the per-pixel gather (Newton iterations)
+            return self.observed_mean(u[:L]) + sigma * u[L:]
+
         return GenerativeModel(
-            generator=structure.generator,
+            generator=generator,
             input_dim=structure.input_dim,
             latents=lambda u: u[:L],
             init=init,
