@@ -43,7 +43,8 @@ def image_grid(path: Path, images: np.ndarray, mask: np.ndarray, *, columns: int
         for i, label in enumerate(row_labels):
             axes[i * rows_per_label, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=6)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.2, h_pad=0.1, w_pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
+    left = 0.8 / fig.get_size_inches()[0] if row_labels else 0.0  # room for the row labels
+    fig.tight_layout(pad=0.2, h_pad=0.1, w_pad=0.1, rect=(left, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
