@@ -71,6 +71,8 @@ def run_mici(
     max_iters: int = 50,
     init_positions: Optional[np.ndarray] = None,
     compile_iter: int = 1,
+    dynamic: bool = False,
+    max_tree_depth: int = 10,
 ) -> dict:
     """Run mici's constrained HMC on the Lotka–Volterra model (float64, sequential chains, one thread).
 
@@ -83,6 +85,8 @@ def run_mici(
         reverse_check_tol, max_iters: integrator / projection settings (defaults: :data:`PAPER_PRESET`).
       init_positions: optional ``(n_chains, 104)`` starting inputs on the manifold.
       compile_iter: iterations of an untimed first run (JIT compilation of the JAX derivative functions).
+      dynamic: use mici's ``DynamicMultinomialHMC`` (NUTS-style, ``max_tree_depth``; ``n_step_range`` unused)
+        instead of ``RandomMetropolisHMC``.
 
     Returns a dict with ``u`` ``(n_chains, n_iter, 104)``, ``z`` ``(n_chains, n_iter, 4)`` (the parameters),
     ``stats`` (mici's per-iteration statistics, each ``(n_chains, n_iter)``: ``accept_stat``, ``n_step``,
@@ -97,6 +101,7 @@ def run_mici(
         step_size=step_size, n_step_range=(lower, upper), n_inner_step=n_inner_step, constraint_tol=constraint_tol,
         position_tol=position_tol, reverse_check_tol=reverse_check_tol, max_iters=max_iters, step=step,
         mici_version=getattr(mici, "__version__", None) or _mici_version(),
+        sampler="DynamicMultinomialHMC" if dynamic else "RandomMetropolisHMC",
     )
     with jax.enable_x64(True), _single_thread_blas():
         model = lv.lotka_volterra(observations, step=step)
@@ -124,7 +129,10 @@ def run_mici(
         )
         rng = np.random.default_rng(seed)
         # mici draws the number of steps with rng.integers(lower, upper): upper bound exclusive
-        sampler = mici.samplers.RandomMetropolisHMC(system, integrator, rng, n_step_range=(lower, upper + 1))
+        if dynamic:
+            sampler = mici.samplers.DynamicMultinomialHMC(system, integrator, rng, max_tree_depth=max_tree_depth)
+        else:
+            sampler = mici.samplers.RandomMetropolisHMC(system, integrator, rng, n_step_range=(lower, upper + 1))
 
         if init_positions is None:
             init = jax.jit(model.init)
@@ -173,8 +181,9 @@ def _mici_version():
 
 
 def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry: str = "auto",
-            reverse_check_tol: float = 2e-8, chain_method: str = "auto") -> dict:
-    """dgm's constrained HMC with the paper preset from the given starting points (no warm-up, fixed step size)."""
+            reverse_check_tol: float = 2e-8, chain_method: str = "auto", method: str = "chmc", **options) -> dict:
+    """dgm's constrained HMC with the paper preset from the given starting points (no warm-up, fixed step size);
+    ``method="chmc-dynamic"`` runs the dynamic kernel with the same integrator (``options`` go to ``dgm.sample``)."""
     import dgm
 
     model = lv.lotka_volterra()
@@ -184,13 +193,13 @@ def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry:
         structure=model.structure, init=None, name=model.name,
     )
     result = dgm.sample(
-        model, lv.default_observations(), method="chmc", n_chains=len(positions), n_warmup=0, n_samples=n_iter,
+        model, lv.default_observations(), method=method, n_chains=len(positions), n_warmup=0, n_samples=n_iter,
         seed=seed, step_size=PAPER_PRESET["step_size"], n_steps=PAPER_PRESET["n_step_range"],
         n_inner=PAPER_PRESET["n_inner_step"], tol=PAPER_PRESET["constraint_tol"], max_newton=50,
         reverse_check_tol=reverse_check_tol, geometry=geometry, chain_method=chain_method, progress=False,
-        initial_positions=positions,
+        initial_positions=positions, **options,
     )
-    return dict(z=result.latents, wall_time=result.wall_time, compile_time=result.compile_time,
+    return dict(z=result.latents, stats=result.stats, wall_time=result.wall_time, compile_time=result.compile_time,
                 accept=result.acceptance_rate, failures=result.rejection_counts(),
                 max_constraint_violation=result.max_residual)
 

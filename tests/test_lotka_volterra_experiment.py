@@ -61,9 +61,11 @@ def test_command_reports_bad_methods_clearly(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_chmc_matches_nuts_on_the_exact_four_dimensional_posterior():
+@pytest.mark.parametrize("method", ["chmc", "chmc-dynamic"])
+def test_chmc_matches_nuts_on_the_exact_four_dimensional_posterior(method):
     """Ground truth: given the full trajectory, p(u1 | x) ∝ N(u1) N(u2(u1, x)) in closed form (4-D). BlackJAX NUTS on
-    it and constrained HMC on the 104-D manifold must agree on the posterior means of u1 (4 combined MCSE)."""
+    it and constrained HMC on the 104-D manifold must agree on the posterior means of u1 (4 combined MCSE). The
+    dynamic kernel runs with its adapted step size."""
     import blackjax
     import jax.numpy as jnp
 
@@ -71,8 +73,9 @@ def test_chmc_matches_nuts_on_the_exact_four_dimensional_posterior():
     from dgm.models.lotka_volterra import exact_log_posterior
 
     x_obs = default_observations()
-    chmc = dgm.sample(lotka_volterra(), x_obs, n_chains=4, n_warmup=100, n_samples=1500, seed=1, progress=False,
-                      **PAPER_PRESET)
+    settings = PAPER_PRESET if method == "chmc" else {"n_warmup": 300}
+    chmc = dgm.sample(lotka_volterra(), x_obs, method=method, n_chains=4, n_samples=1500, seed=1, progress=False,
+                      **{"n_warmup": 100, **settings})
     with dgm.float64():
         x = jnp.asarray(x_obs)
         log_density = lambda u1: exact_log_posterior(u1, x)  # noqa: E731

@@ -34,6 +34,8 @@ class Method(NamedTuple):
       target_acceptance: the acceptance rate dual averaging aims for.
       epsilon: the ABC tolerance (``0.0`` for exact methods, ``None`` when not applicable), shown in tables.
       log_density: optional ``state -> scalar``, the log target density at the state (recorded as ``lp``).
+      set_inverse_mass: ``(state, inverse_mass) -> state`` for methods with an adaptable diagonal metric
+        (:mod:`dgm.kernels.metric`): the driver's warm-up then adapts ``M^{-1}`` too (:mod:`dgm.adaptation`).
     """
 
     name: str
@@ -47,3 +49,4 @@ class Method(NamedTuple):
     target_acceptance: float = 0.8
     epsilon: Optional[float] = None
     log_density: Optional[Callable[[Any], Array]] = None
+    set_inverse_mass: Optional[Callable[[Any, Array], Any]] = None
