@@ -233,6 +233,13 @@ class StructuredGeometry:
             jnp.log(jnp.diagonal(factor.capacitance_cholesky))
         )
 
+    def singular_value_ratio(self, factor: StructuredFactor) -> Array:
+        """``min_t sigma_min(G_t) / sigma_max(G_t)``: ``J J^T = B (I + C C^T) B^T`` with ``I + C C^T`` positive
+        definite, so it is singular iff ``B`` is, i.e. iff some ``D x D`` noise Jacobian ``G_t`` is (linear in ``T``)."""
+        singular_values = jnp.linalg.svd(factor.noise_jacobian, compute_uv=False)  # (T, D)
+        tiny = jnp.finfo(singular_values.dtype).tiny
+        return jnp.min(jnp.min(singular_values, axis=1) / jnp.maximum(jnp.max(singular_values, axis=1), tiny))
+
     def pseudo_inverse_apply(self, factor: StructuredFactor, r: Array) -> Array:
         """``J^T (J J^T)^{-1} r`` without any recursion: ``[C^T y; y]``, ``y = (I + C C^T)^{-1} B^{-1} r``."""
         y = self._capacitance_project(factor, self._b_inverse(factor, r.reshape(self._T, self._D)))
