@@ -1,9 +1,7 @@
 import os
-import warnings
 
 # Tests must be reproducible and gentle on a 2-core machine.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

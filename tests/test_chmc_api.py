@@ -1,9 +1,13 @@
 """The public API: bad inputs give clear errors, failures are counted, seeds reproduce, results round-trip."""
 
+from pathlib import Path
+
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 
 import dgm
 from dgm.geometry.dense import DenseGeometry
@@ -11,6 +15,7 @@ from dgm.initialise import ManifoldInitialisationError
 from dgm.kernels import chmc
 
 A = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 1.0]])
+DATA = Path(__file__).parent / "data"
 
 
 def linear():
@@ -126,16 +131,55 @@ def test_result_summary_save_and_load(tmp_path):
     for column in ["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "ess_per_sec", "max_residual"]:
         assert column in table.columns
     assert result.compile_time > 0 and result.wall_time > 0
-    idata = result.to_arviz()
-    assert idata.posterior["u"].shape == (4, 100, 3)
-    path = tmp_path / "run.nc"
-    result.save(path)
-    loaded = dgm.load(path)
-    np.testing.assert_array_equal(loaded.inputs, result.inputs)
-    np.testing.assert_array_equal(loaded.latents, result.latents)
-    np.testing.assert_array_equal(loaded.stats["failure"], result.stats["failure"])
-    assert loaded.wall_time == result.wall_time and loaded.method == "chmc"
-    assert loaded.rejection_counts() == result.rejection_counts()
+    tree = result.to_arviz()
+    assert isinstance(tree, xr.DataTree)
+    assert {"posterior", "sample_stats", "observed_data", "warmup_sample_stats"} <= set(tree.children)
+    assert tree.posterior["u"].shape == (4, 100, 3)
+    stats = tree.sample_stats
+    for name in ["acceptance_rate", "step_size", "n_steps", "energy", "lp", "diverging", "failure",
+                 "newton_iterations", "constraint_residual"]:
+        assert stats[name].shape == (4, 100), name
+    assert float(stats["constraint_residual"].max()) == result.max_residual < 1e-8
+    np.testing.assert_array_equal(stats["diverging"], result.stats["failure"] != 0)
+    # lp is the log target on the manifold, -phi(u) = log rho(u) - 1/2 log|J J^T| (|J J^T| constant here)
+    u = result.inputs
+    np.testing.assert_allclose(stats["lp"] - stats["lp"][0, 0], -0.5 * np.sum(u**2, -1) + 0.5 * np.sum(u[0, 0] ** 2),
+                               atol=1e-10)
+    for name in ("run.nc", "run.zarr"):
+        result.save(tmp_path / name)
+        loaded = dgm.load(tmp_path / name)
+        np.testing.assert_array_equal(loaded.inputs, result.inputs)
+        np.testing.assert_array_equal(loaded.latents, result.latents)
+        assert set(loaded.stats) == set(result.stats) and set(loaded.warmup_stats) == set(result.warmup_stats)
+        for key in result.stats:
+            np.testing.assert_array_equal(loaded.stats[key], result.stats[key])
+        assert loaded.wall_time == result.wall_time and loaded.method == "chmc"
+        assert loaded.rejection_counts() == result.rejection_counts()
+    assert az.from_netcdf(str(tmp_path / "run.nc")).posterior["z"].shape == (4, 100, 3)
+
+
+def test_load_reads_files_written_before_arviz_1(tmp_path):
+    """tests/data/result_v0_1.nc was written by dgm 0.1.0 under ArviZ 0.23 (InferenceData, the kernels' stat names)."""
+    old = dgm.load(DATA / "result_v0_1.nc")
+    assert old.method == "chmc" and old.inputs.shape == (2, 20, 3) and old.latents.shape == (2, 20, 3)
+    assert old.stats["n_steps"].shape == (2, 20) and "num_integration_steps" not in old.stats
+    np.testing.assert_array_equal(old.stats["diverging"], old.stats["failure"] != 0)
+    assert old.warmup_stats["step_size"].shape == (2, 10)
+    assert old.summary().shape[0] == 3
+    old.save(tmp_path / "again.nc")  # and it converts to the current format
+    assert set(dgm.load(tmp_path / "again.nc").stats) == set(old.stats)
+
+
+def test_load_refuses_what_dgm_did_not_write(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no dgm result"):
+        dgm.load(tmp_path / "missing.nc")
+    (tmp_path / "junk.nc").write_bytes(b"not a netcdf file")
+    with pytest.raises(ValueError, match="not a readable"):
+        dgm.load(tmp_path / "junk.nc")
+    xr.DataTree.from_dict({"posterior": xr.Dataset({"z": ("draw", np.zeros(3))})}).to_netcdf(
+        tmp_path / "other.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match="not written by dgm"):
+        dgm.load(tmp_path / "other.nc")
 
 
 def test_unknown_method_and_missing_noise_scale():

@@ -23,7 +23,7 @@ from dgm.kernels.base import Method
 from dgm.methods import METHODS
 from dgm.model import GenerativeModel
 from dgm.precision import float64
-from dgm.result import Result
+from dgm.result import Result, schema_stats
 
 
 class _Progress:
@@ -95,6 +95,8 @@ def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record
                 acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
                 da_state = jax.vmap(da_update)(da_state, acceptance)
             out = {"stats": jax.vmap(method.stats)(infos)}
+            if method.log_density is not None:
+                out["stats"]["lp"] = jax.vmap(method.log_density)(states)
             if method.initial_step_size is not None:  # the step size each chain used at this iteration
                 out["stats"]["step_size"] = current
             if record:
@@ -224,9 +226,8 @@ def sample(
         def latents_of(inputs):
             return jax.vmap(jax.vmap(model.latents))(inputs)
 
-        def residual_of(inputs):
-            flat = inputs.reshape(-1, inputs.shape[-1])
-            return jnp.max(jnp.abs(jax.vmap(model.generator)(flat) - x))
+        def residual_of(inputs):  # |g(u) - x_obs|_inf of every draw, (chain, draw)
+            return jnp.max(jnp.abs(jax.vmap(jax.vmap(model.generator))(inputs) - x), axis=-1)
 
         post_fn = jax.jit(lambda inputs: (latents_of(inputs), residual_of(inputs)))
 
@@ -254,21 +255,22 @@ def sample(
         inputs = jnp.swapaxes(out["inputs"], 0, 1)
         latents, residual = compiled_post(inputs)
         stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
+        stats["constraint_residual"] = np.asarray(residual)
         settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
                         adapt_step_size=adapt, chain_method=chain_method, thin=thin, **{k: v for k, v in options.items() if np.isscalar(v)})
         result = Result(
             latents=np.asarray(latents),
             inputs=np.asarray(inputs),
-            stats=stats,
+            stats=schema_stats(stats),
             step_size=np.asarray(step_sizes),
             wall_time=wall_time,
             compile_time=compile_time,
             method=algorithm.name,
-            max_residual=float(residual),
+            max_residual=float(np.max(residual)),
             x_obs=np.asarray(x),
             epsilon=algorithm.epsilon,
             settings=settings,
-            warmup_stats=warmup_stats,
+            warmup_stats=schema_stats(warmup_stats),
             latent_names=getattr(model, "latent_names", None),
         )
     _report(result, progress)

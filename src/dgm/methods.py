@@ -77,6 +77,7 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=0.0,
+        log_density=lambda state: -state.point.potential,  # log rho(u) - 1/2 log|J J^T| (eq. 16)
     )
 
 
@@ -110,6 +111,7 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=float(noise_scale),
+        log_density=lambda state: state.logdensity,
     )
 
 

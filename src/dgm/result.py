@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -15,13 +14,21 @@ import numpy as np
 from dgm.integrator import FAILURE_NAMES
 
 
-def _arviz():
-    """Import ArviZ without its import-time FutureWarning about the 1.0 refactor (noise for dgm's users)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
+# ArviZ's sample-statistics schema names for what dgm's kernels call otherwise (files written before the move to
+# ArviZ 1.x used the kernels' names; :func:`schema_stats` maps them on load too).
+_SCHEMA_NAMES = {"num_integration_steps": "n_steps", "is_divergent": "diverging"}
 
-    return arviz
+
+def schema_stats(stats: dict) -> dict:
+    """Per-draw statistics under ArviZ's schema names (``n_steps``, ``diverging`` ...), NumPy arrays.
+
+    Methods with failure codes (constrained HMC) get ``diverging = failure != 0``: a failed trajectory (Newton
+    non-convergence, non-reversible step, non-finite energy) plays the role of a divergence in ArviZ's plots.
+    """
+    out = {_SCHEMA_NAMES.get(k, k): np.asarray(v) for k, v in stats.items()}
+    if "failure" in out and "diverging" not in out:
+        out["diverging"] = out["failure"] != 0
+    return out
 
 
 @dataclasses.dataclass
@@ -31,9 +38,10 @@ class Result:
     Attributes:
       latents: ``(chain, draw, *latent_shape)`` reported quantities ``z = latents(u)``.
       inputs: ``(chain, draw, input_dim)`` generator inputs ``u``.
-      stats: per-draw statistics, each ``(chain, draw)``: ``acceptance_rate``, ``is_accepted``, ``step_size`` (methods
-        with one) and method-specific ones (constrained HMC: ``failure`` code, ``newton_iterations``,
-        ``num_integration_steps``, ``energy``).
+      stats: per-draw statistics, each ``(chain, draw)``, under ArviZ's schema names where one exists:
+        ``acceptance_rate``, ``is_accepted``, ``step_size`` and ``n_steps`` (methods with them), ``lp`` (log target
+        density of the draw), ``diverging``, ``constraint_residual`` (``|g(u) - x_obs|_inf``), and method-specific
+        ones (constrained HMC: ``failure`` code, ``newton_iterations``, ``energy``).
       step_size: ``(chain,)`` step size used after warm-up (NaN when the method has none).
       wall_time: seconds spent running warm-up and sampling, compilation excluded.
       compile_time: seconds spent tracing and compiling.
@@ -77,23 +85,29 @@ class Result:
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
-        """An ``arviz.InferenceData`` with ``posterior`` (``z``, ``u``), ``sample_stats`` and ``observed_data``."""
-        az = _arviz()
+        """An ArviZ 1.x ``xarray.DataTree``: ``posterior`` (``z``, ``u``), ``sample_stats``, ``observed_data`` (``x``)
+        and, when there was a warm-up, ``warmup_sample_stats``.
 
-        dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"]}
+        ``sample_stats`` uses ArviZ's schema names — ``acceptance_rate``, ``step_size``, ``n_steps``, ``energy``,
+        ``lp``, ``diverging`` (a failed trajectory) — plus dgm's own ``failure`` (code, see
+        :data:`dgm.integrator.FAILURE_NAMES`), ``newton_iterations`` and ``constraint_residual``
+        (``|g(u) - x_obs|_inf`` of each draw); which of them exist depends on the method. Run metadata (method,
+        timings, settings, step sizes) is in the root's ``attrs`` (``dgm_*`` keys).
+        """
+        import arviz as az
+
+        groups = {"posterior": {"z": self.latents, "u": self.inputs}, "sample_stats": schema_stats(self.stats)}
+        dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"], "x": ["x_dim"]}
         coords = {}
         if self.latent_names is not None and self.latents.ndim == 3:
             coords["z_dim"] = list(self.latent_names)
-        sample_stats = {k: np.asarray(v) for k, v in self.stats.items()}
-        idata = az.from_dict(
-            posterior={"z": self.latents, "u": self.inputs},
-            sample_stats=sample_stats,
-            observed_data={"x": self.x_obs} if self.x_obs is not None else None,
-            dims=dims,
-            coords=coords or None,
-        )
-        idata.posterior.attrs.update(self._attrs())
-        return idata
+        if self.x_obs is not None:
+            groups["observed_data"] = {"x": np.asarray(self.x_obs)}
+        if self.warmup_stats:
+            groups["warmup_sample_stats"] = schema_stats(self.warmup_stats)
+        tree = az.from_dict(groups, dims=dims, coords=coords or None, save_warmup=True)
+        tree.attrs.update(self._attrs())
+        return tree
 
     def _attrs(self) -> dict:
         return {
@@ -109,15 +123,14 @@ class Result:
 
     # -- summaries --------------------------------------------------------------------------------------------
     def summary(self, var: str = "z"):
-        """``pandas.DataFrame``: mean, sd, bulk/tail ESS, R-hat (ArviZ), ESS per second, max constraint residual.
+        """``pandas.DataFrame``: mean, sd, MCSE, bulk/tail ESS, R-hat (arviz-stats), ESS per second, max residual.
 
         ESS per second divides bulk ESS by :attr:`wall_time` (warm-up + sampling, compilation excluded).
         """
-        az = _arviz()
+        import arviz as az
 
-        idata = self.to_arviz()
-        table = az.summary(idata, var_names=[var], kind="all", round_to="none")
-        table = table[["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].copy()
+        table = az.summary(self.to_arviz(), var_names=[var], kind="all", round_to="none")
+        table = table[["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].astype(float)
         table["ess_per_sec"] = table["ess_bulk"] / max(self.wall_time, 1e-12)
         table["max_residual"] = self.max_residual
         return table
@@ -133,42 +146,59 @@ class Result:
 
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write an ArviZ NetCDF file (readable by ``arviz.from_netcdf`` and :func:`load`)."""
-        idata = self.to_arviz()
-        if self.warmup_stats:
-            import xarray as xr
+        """Write the :meth:`to_arviz` tree: NetCDF (h5netcdf) unless ``path`` ends in ``.zarr`` (a Zarr store).
 
-            idata.add_groups(
-                warmup_sample_stats=xr.Dataset(
-                    {k: (("chain", "draw"), np.asarray(v)) for k, v in self.warmup_stats.items()}
-                )
-            )
-        idata.to_netcdf(str(path), engine="h5netcdf")
+        Both load with :func:`dgm.load` and with ``arviz.from_netcdf`` / ``arviz.from_zarr``.
+        """
+        tree = self.to_arviz()
+        if _is_zarr(path):
+            tree.to_zarr(str(path), mode="w", consolidated=False)
+        else:
+            tree.to_netcdf(str(path), engine="h5netcdf")
+
+
+def _is_zarr(path) -> bool:
+    return str(path).rstrip("/").endswith(".zarr")
 
 
 def load(path) -> Result:
-    """Read a :class:`Result` written by :meth:`Result.save`."""
-    az = _arviz()
+    """Read a :class:`Result` written by :meth:`Result.save` (NetCDF or Zarr).
 
-    idata = az.from_netcdf(str(path), engine="h5netcdf")
-    attrs = idata.posterior.attrs
-    stats = {k: np.asarray(v) for k, v in idata.sample_stats.data_vars.items()}
-    warmup = {}
-    if "warmup_sample_stats" in idata.groups():
-        warmup = {k: np.asarray(v) for k, v in idata.warmup_sample_stats.data_vars.items()}
+    Files written before dgm moved to ArviZ 1.x (an ``InferenceData`` NetCDF with the run's metadata on the
+    ``posterior`` group and the kernels' statistic names) load too.
+    """
+    import xarray as xr
+
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no dgm result at {str(path)!r}")
+    try:
+        options = {"engine": "zarr", "consolidated": False} if _is_zarr(path) else {"engine": "h5netcdf"}
+        tree = xr.open_datatree(str(path), **options).load()
+    except Exception as error:  # noqa: BLE001 - any reader failure means the file is not a dgm result
+        raise ValueError(f"{str(path)!r} is not a readable NetCDF/Zarr file: {error}") from error
+    groups = {name.strip("/") for name in tree.groups}
+    attrs = dict(tree.attrs) if "dgm_method" in tree.attrs else dict(tree["posterior"].attrs)
+    if "posterior" not in groups or "dgm_method" not in attrs:
+        raise ValueError(f"{str(path)!r} was not written by dgm (no posterior group with dgm_* metadata)")
+
+    def group_arrays(name):
+        return schema_stats({k: v.values for k, v in tree[name].data_vars.items()}) if name in groups else {}
+
     epsilon = float(attrs["dgm_epsilon"])
     return Result(
-        latents=np.asarray(idata.posterior["z"]),
-        inputs=np.asarray(idata.posterior["u"]),
-        stats=stats,
+        latents=tree["posterior"]["z"].values,
+        inputs=tree["posterior"]["u"].values,
+        stats=group_arrays("sample_stats"),
         step_size=np.asarray(json.loads(attrs["dgm_step_size"])),
         wall_time=float(attrs["dgm_wall_time"]),
         compile_time=float(attrs["dgm_compile_time"]),
         method=str(attrs["dgm_method"]),
         max_residual=float(attrs["dgm_max_residual"]),
-        x_obs=np.asarray(idata.observed_data["x"]) if "observed_data" in idata.groups() else None,
+        x_obs=tree["observed_data"]["x"].values if "observed_data" in groups else None,
         epsilon=None if np.isnan(epsilon) else epsilon,
         settings=json.loads(attrs["dgm_settings"]),
-        warmup_stats=warmup,
+        warmup_stats=group_arrays("warmup_sample_stats"),
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
     )

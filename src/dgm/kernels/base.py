@@ -33,6 +33,7 @@ class Method(NamedTuple):
       initial_step_size: starting step size for dual averaging; ``None`` when the method has no step size.
       target_acceptance: the acceptance rate dual averaging aims for.
       epsilon: the ABC tolerance (``0.0`` for exact methods, ``None`` when not applicable), shown in tables.
+      log_density: optional ``state -> scalar``, the log target density at the state (recorded as ``lp``).
     """
 
     name: str
@@ -45,3 +46,4 @@ class Method(NamedTuple):
     initial_step_size: Optional[float] = None
     target_acceptance: float = 0.8
     epsilon: Optional[float] = None
+    log_density: Optional[Callable[[Any], Array]] = None
