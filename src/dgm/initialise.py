@@ -13,7 +13,8 @@ Every returned point is checked: finite, on the manifold, and with a full-rank J
 **Linear time for structured models.** For a model that declares Markov / independent structure (square noise, see
 :mod:`dgm.structure`) the Gauss-Newton step is the structured geometry's ``J^T (J J^T)^{-1} r``
 (:func:`dgm.geometry.base.minimum_norm_step`, no recursion at all) and the rank check its per-step noise Jacobians
-(:meth:`~dgm.geometry.structured.StructuredGeometry.singular_value_ratio`) plus a finite ``log|J J^T|``: both
+(:meth:`~dgm.geometry.structured.StructuredGeometry.singular_value_ratio`, which the factorisation inverts) plus a
+finite ``log|J J^T|``: both
 ``O(T)``, so a T = 4000 model initialises without ever forming the ``N x N`` Gram matrix
 (``benchmarks/structured_init.py``). The declaration is first checked against the model's generator at the starting
 points (:meth:`dgm.structure.MarkovStructure.check_generator`). Otherwise the dense geometry's ``J`` is used, with a
@@ -101,12 +102,23 @@ def _rank_statistics(model: GenerativeModel, structured: bool):
 
 
 def check_full_rank(model: GenerativeModel, positions: np.ndarray, structured=None) -> None:
-    """Raise ``ValueError`` if ``J J^T`` is (numerically) singular at any of ``positions``: smallest/largest singular
-    value below ``1e-12`` or a non-finite ``log|J J^T|``. ``structured=None`` picks the structured (linear-time)
-    check when :func:`uses_structured_geometry`."""
+    """Raise ``ValueError`` if the geometry cannot work at any of ``positions``: smallest/largest singular value below
+    ``1e-12`` or a non-finite ``log|J J^T|``.
+
+    Dense: the singular values of ``J`` (``J J^T`` singular). Structured (``structured=None`` picks it when
+    :func:`uses_structured_geometry`): those of every noise Jacobian ``G_t``, which the linear-time factorisation
+    inverts; a singular ``G_t`` is refused even where ``J`` keeps full rank through the parameter columns (the dense
+    geometry can still run there, and the message says so)."""
     structured = uses_structured_geometry(model) if structured is None else bool(structured)
     ratio, half_log_det = (np.asarray(a) for a in _rank_statistics(model, structured)(jnp.asarray(positions)))
     bad = np.flatnonzero(~np.isfinite(ratio) | (ratio < 1e-12) | ~np.isfinite(half_log_det))
+    if bad.size and structured:
+        raise ValueError(
+            f"a noise Jacobian G_t = df/dv_t of the declared structure is singular at starting point(s) "
+            f"{bad.tolist()} (smallest/largest singular value {ratio[bad[0]]:.3g}): the Jacobian is rank-deficient "
+            "for the linear-time structured geometry, which inverts every G_t. If the full Jacobian still has full "
+            "rank, sample with geometry='dense'."
+        )
     if bad.size:
         raise ValueError(
             f"the generator's Jacobian is rank-deficient at starting point(s) {bad.tolist()} (smallest/largest "

@@ -27,6 +27,7 @@ capacitance matrix grow with ``T`` and lose the linear cost (Appendix D reaches 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -119,8 +120,7 @@ class MarkovStructure:
         ``|a - b| <= rtol (1 + |b|)`` (rounding differences of two implementations pass; a different model does not)
         or both are non-finite. The error names the largest difference: starting point, output index and both values.
         """
-        positions = jnp.asarray(positions)
-        declared, given = jax.jit(jax.vmap(lambda u: (self.generator(u), generator(u))))(positions)
+        declared, given = _both_generators(self, generator)(jnp.asarray(positions))
         declared, given = np.asarray(declared, np.float64), np.asarray(given, np.float64)
         if declared.shape != given.shape:
             raise ValueError(f"{name}: the generator returns shape {given.shape[1:]} but the declared structure "
@@ -164,6 +164,11 @@ class MarkovStructure:
             return jax.lax.fori_loop(0, n_iterations, body, jnp.zeros(self.noise_dim, x.dtype))
 
         return jax.vmap(solve)(previous, x)
+
+
+@functools.lru_cache(maxsize=16)
+def _both_generators(structure: MarkovStructure, generator: Callable):
+    return jax.jit(jax.vmap(lambda u: (structure.generator(u), generator(u))))
 
 
 def _shape_of(fn, *args) -> tuple[int, ...]:

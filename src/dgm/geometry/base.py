@@ -63,8 +63,8 @@ class Geometry(Protocol):
         """PROJECTPOS: move ``u_start`` along ``range(J^T)`` of the factor's point onto the manifold."""
 
     def singular_value_ratio(self, factor: Any) -> Array:
-        """Smallest over largest singular value of the matrix whose singularity makes ``J J^T`` singular (``J``
-        itself for the dense geometry; the per-step noise Jacobians for the structured one): the rank check."""
+        """Smallest over largest singular value of the matrix the geometry needs non-singular (``J`` itself for the
+        dense geometry; the per-step noise Jacobians ``G_t`` for the structured one): the rank check."""
 
 
 def project_momentum(geometry: Geometry, factor: Any, momentum: Array) -> Array:

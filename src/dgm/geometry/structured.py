@@ -234,8 +234,10 @@ class StructuredGeometry:
         )
 
     def singular_value_ratio(self, factor: StructuredFactor) -> Array:
-        """``min_t sigma_min(G_t) / sigma_max(G_t)``: ``J J^T = B (I + C C^T) B^T`` with ``I + C C^T`` positive
-        definite, so it is singular iff ``B`` is, i.e. iff some ``D x D`` noise Jacobian ``G_t`` is (linear in ``T``)."""
+        """``min_t sigma_min(G_t) / sigma_max(G_t)`` (linear in ``T``): the factorisation inverts every ``D x D`` noise
+        Jacobian ``G_t``, so this must be well above 0. With all ``G_t`` invertible ``J J^T = B (I + C C^T) B^T`` is
+        non-singular. (A singular ``G_t`` does not always make ``J`` rank-deficient, the parameter columns ``A`` may
+        make up for it, but this geometry cannot work there; the dense one can.)"""
         singular_values = jnp.linalg.svd(factor.noise_jacobian, compute_uv=False)  # (T, D)
         tiny = jnp.finfo(singular_values.dtype).tiny
         return jnp.min(jnp.min(singular_values, axis=1) / jnp.maximum(jnp.max(singular_values, axis=1), tiny))
