@@ -73,13 +73,17 @@ class GenerativeModel:
             object.__setattr__(self, "log_input_density", standard_normal_log_density)
 
     # -- shape information -------------------------------------------------------------------------
+    def _abstract_input(self):
+        # float64 where 64-bit arrays are enabled (inside dgm.float64()), else JAX's default float: no dtype warning
+        return jax.ShapeDtypeStruct((self.input_dim,), jnp.result_type(float))
+
     def output_shape(self) -> tuple[int, ...]:
         """Shape of ``generator(u)``, found by abstract evaluation (no FLOPs)."""
-        out = jax.eval_shape(self.generator, jax.ShapeDtypeStruct((self.input_dim,), jnp.float64))
+        out = jax.eval_shape(self.generator, self._abstract_input())
         return tuple(out.shape)
 
     def latent_shape(self) -> tuple[int, ...]:
-        out = jax.eval_shape(self.latents, jax.ShapeDtypeStruct((self.input_dim,), jnp.float64))
+        out = jax.eval_shape(self.latents, self._abstract_input())
         return tuple(out.shape)
 
     def validate_observation(self, x_obs) -> np.ndarray:
