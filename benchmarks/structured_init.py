@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import configure_threads  # noqa: E402
+try:  # single-threaded XLA / BLAS before JAX and NumPy load
+    from _timing import configure_threads  # noqa: E402
+except ImportError:  # after the move of the thread configuration to dgm.threads (issue 9)
+    from dgm.threads import configure_cpu_threads as configure_threads  # noqa: E402
 
 threads = configure_threads()
 
