@@ -5,7 +5,9 @@
 * Otherwise a generic solver starts from standard-normal draws (the default input density; for other densities the
   draws only serve as starting points) and runs minimum-norm Gauss-Newton,
   ``u <- u - a J^T (J J^T)^{-1} (g(u) - x_obs)``, with the step length ``a`` chosen by backtracking on
-  ``|g(u) - x_obs|_2``. Starts run in parallel (``vmap``) with restarts; if fewer than the requested number reach
+  ``|g(u) - x_obs|_2`` (tried in turn, so an accepted full step costs one generator call). Starts run one after
+another on CPU (``lax.map``: a small working set, no lock-stepped loops) and in parallel (``vmap``) on accelerators,
+with restarts; if fewer than the requested number reach
   ``|g(u) - x_obs|_inf < tol`` a :class:`ManifoldInitialisationError` names the best residual reached.
 
 Every returned point is checked: finite, on the manifold, and with a full-rank Jacobian (else a clear error).
@@ -76,17 +78,30 @@ def _gauss_newton_solver(model: GenerativeModel, structured: bool, tol: float, m
 
         def correction(u, c):
             step = direction(u, c)
-            # backtracking: the longest step of 1, 1/2, 1/4, ... that reduces |c|_2 (else the least bad one)
-            norms = jax.vmap(lambda a: jnp.sqrt(jnp.sum(residual(u - a * step) ** 2)))(alphas)
-            norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
-            improving = norms < jnp.sqrt(jnp.sum(c**2))
-            best = jnp.where(jnp.any(improving), jnp.argmax(improving), jnp.argmin(norms))
+            # backtracking: the longest step of 1, 1/2, 1/4, ... that reduces |c|_2 (else the least bad one), tried
+            # in turn so that an accepted full step costs one generator evaluation
+            current = jnp.sqrt(jnp.sum(c**2))
+
+            def untried(carry):
+                i, _, best_norm = carry
+                return (i < alphas.shape[0]) & ~(best_norm < current)
+
+            def try_next(carry):
+                i, best, best_norm = carry
+                norm = jnp.sqrt(jnp.sum(residual(u - alphas[i] * step) ** 2))
+                norm = jnp.where(jnp.isfinite(norm), norm, jnp.inf)
+                better = norm < best_norm
+                return i + 1, jnp.where(better, i, best), jnp.where(better, norm, best_norm)
+
+            _, best, _ = jax.lax.while_loop(untried, try_next, (0, 0, jnp.asarray(jnp.inf, c.dtype)))
             return alphas[best] * step
 
         result = newton_iterate(residual, correction, u0, tol, max_iterations)
         return result.position, jnp.where(result.converged | jnp.isfinite(result.max_residual), result.max_residual,
                                           jnp.inf)
 
+    if jax.default_backend() == "cpu":  # one start after another: a smaller working set, no lock-stepped loops
+        return jax.jit(lambda starts, x_obs: jax.lax.map(lambda u0: solve(u0, x_obs), starts))
     return jax.jit(jax.vmap(solve, in_axes=(0, None)))
 
 
