@@ -6,9 +6,9 @@
   draws only serve as starting points) and runs minimum-norm Gauss-Newton,
   ``u <- u - a J^T (J J^T)^{-1} (g(u) - x_obs)``, with the step length ``a`` chosen by backtracking on
   ``|g(u) - x_obs|_2`` (tried in turn, so an accepted full step costs one generator call). Starts run one after
-another on CPU (``lax.map``: a small working set, no lock-stepped loops) and in parallel (``vmap``) on accelerators,
-with restarts; if fewer than the requested number reach
-  ``|g(u) - x_obs|_inf < tol`` a :class:`ManifoldInitialisationError` names the best residual reached.
+  another on CPU (``lax.map``: a small working set, no lock-stepped loops) and in parallel (``vmap``) on
+  accelerators, with restarts; if fewer than the requested number reach ``|g(u) - x_obs|_inf < tol`` a
+  :class:`ManifoldInitialisationError` names the best residual reached.
 
 Every returned point is checked: finite, on the manifold, and with a full-rank Jacobian (else a clear error).
 
