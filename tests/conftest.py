@@ -2,6 +2,9 @@ import os
 
 # Tests must be reproducible and gentle on a 2-core machine.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# No persistent compilation cache in the test run (test_compile_once.py turns it on in subprocesses of its own): the
+# runs stay independent of what an earlier run left on disk.
+os.environ.setdefault("DGM_COMPILATION_CACHE", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,10 +1,12 @@
-"""``dgm.sample``: warm-up with step-size adaptation, then sampling; chains ``vmap``ped inside one ``lax.scan``.
+"""``dgm.sample``: warm-up with step-size adaptation, then sampling, in compiled chunks cached across calls.
 
-The scan runs over iterations and ``vmap``s the method's ``step`` over chains inside its body, so one host callback
-per iteration (rate-limited) drives a single progress bar for all chains. Warm-up adapts one step size per chain by
-BlackJAX's dual averaging (Hoffman & Gelman 2014) on the acceptance probability; a failed trajectory counts as
-acceptance 0 (so failures shrink the step, as they should) and failure rates are recorded separately from acceptance.
-Compilation is timed apart from running (ahead-of-time ``lower().compile()``).
+One compiled program (:func:`_chunk_program`) runs a chunk of iterations in ``lax.scan`` — every chain's
+transition (``vmap``, or ``lax.map`` one chain after another), dual averaging of the step size (BlackJAX; Hoffman &
+Gelman 2014) when adapting, thinning, and the latents and constraint residual of each recorded draw. Warm-up and
+sampling are the same program with different runtime flags, and the observation is an argument, so a configuration
+compiles once per process: repeated calls (new seeds, new observations of the same shape) reuse it. A failed
+trajectory counts as acceptance 0 for adaptation (so failures shrink the step, as they should) and is recorded by
+reason apart from acceptance. Set-up (finding starting points), compilation and running are timed separately.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import inspect
 import sys
 import time
 import warnings
+from collections import OrderedDict
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
+from dgm.compilation_cache import enable as enable_compilation_cache
+from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
 from dgm.methods import METHODS
 from dgm.model import GenerativeModel
@@ -27,38 +33,22 @@ from dgm.result import Result, schema_stats
 
 
 class _Progress:
-    """A tqdm bar fed from inside the compiled scan by ``jax.debug.callback`` (every ``every`` iterations)."""
+    """A tqdm bar over warm-up and sampling iterations, advanced by the host after each compiled chunk."""
 
     def __init__(self, total: int, description: str, enabled: bool):
-        self.enabled = enabled and total > 0
-        self.total = total
-        self.description = description
-        self.every = max(1, total // 100)
         self.bar = None
-        self.offset = 0
-
-    def open(self):
-        if self.enabled:
+        if enabled and total > 0:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc=self.description, file=sys.stderr, leave=True)
+            self.bar = tqdm(total=total, desc=description, file=sys.stderr, leave=True)
 
-    def update(self, iteration):
+    def advance(self, n: int):
         if self.bar is not None:
-            done = min(int(iteration) + 1 + self.offset, self.total)
-            self.bar.update(done - self.bar.n)
+            self.bar.update(n)
 
     def close(self):
         if self.bar is not None:
-            self.bar.update(self.total - self.bar.n)
             self.bar.close()
-            self.bar = None
-
-    def tick(self, iteration, n_iterations):
-        if not self.enabled:
-            return
-        due = (iteration % self.every == 0) | (iteration == n_iterations - 1)
-        jax.lax.cond(due, lambda i: jax.debug.callback(self.update, i), lambda i: None, iteration)
 
 
 def _over_chains(fn, chain_method: str):
@@ -68,48 +58,124 @@ def _over_chains(fn, chain_method: str):
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
 
-def _phase(method: Method, n_chains: int, n_iterations: int, adapt: bool, record: bool, progress: _Progress,
-           chain_method: str = "vectorized", thin: int = 1):
-    """A jittable ``(states, key, step_sizes) -> (states, step_sizes, outputs)`` for one phase."""
-    da_init, da_update, da_final = dual_averaging_adaptation(method.target_acceptance)
-    step_chains = _over_chains(method.step, chain_method)
+class _Programs(NamedTuple):
+    """The compiled programs of one sampling configuration (cached across :func:`sample` calls)."""
 
-    def run(states, key, step_sizes):
-        da_state = jax.vmap(da_init)(step_sizes)
+    init: Any  # (positions, x_obs) -> states
+    chunk: Any  # see _chunk_program
+    compile_time: float
 
-        def one_iteration(states, key, current):
+
+def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_size: int, chain_method: str):
+    """``(states, da_state, step_sizes, key, x_obs, adapt, n_active, n_sub) -> (states, da_state, outputs)``.
+
+    One program serves warm-up and sampling: ``chunk_size`` iterations in ``lax.scan``, of which the first
+    ``n_active`` run (the rest are skipped by ``lax.cond``: the last chunk of a phase); each iteration runs ``n_sub``
+    transitions and records the last (thinning); ``adapt`` switches dual averaging of the step size on or off. The
+    observation ``x_obs`` is an argument, so conditioning on new data of the same shape reuses the program.
+    Outputs per recorded iteration and chain: the method's statistics (and ``step_size``, ``lp``), inputs ``u``,
+    latents, ``|g(u) - x_obs|_inf``, and failure counts by reason over the ``n_sub - 1`` unrecorded transitions.
+    """
+    failure_codes = jnp.asarray(sorted(FAILURE_NAMES), jnp.int32)
+
+    def run(states, da_state, step_sizes, key, x_obs, adapt, n_active, n_sub):
+        method = build_method(x_obs)
+        _, da_update, _ = dual_averaging_adaptation(method.target_acceptance)
+        step_chains = _over_chains(method.step, chain_method)
+
+        def transition(states, key, current):
             return step_chains(jax.random.split(key, n_chains), states, current)
 
-        def body(carry, xs):
+        def unrecorded_failures(infos):
+            stats = jax.vmap(method.stats)(infos)
+            if "failure" not in stats:
+                return jnp.zeros((n_chains, failure_codes.size), jnp.int32)
+            return (stats["failure"][:, None] == failure_codes[None, :]).astype(jnp.int32)
+
+        def iteration(carry, xs):
             states, da_state = carry
-            iteration, key = xs
-            current = jnp.exp(da_state.log_step_size) if adapt else step_sizes
-            if thin > 1:  # run thin - 1 unrecorded iterations, then the recorded one
-                keys = jax.random.split(key, thin)
-                states = jax.lax.fori_loop(
-                    0, thin - 1, lambda i, s: one_iteration(s, keys[i], current)[0], states
-                )
-                key = keys[-1]
-            states, infos = one_iteration(states, key, current)
-            if adapt:
-                acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
-                da_state = jax.vmap(da_update)(da_state, acceptance)
-            out = {"stats": jax.vmap(method.stats)(infos)}
-            if method.log_density is not None:
-                out["stats"]["lp"] = jax.vmap(method.log_density)(states)
+            index, key = xs
+            active = index < n_active  # the last chunk of a phase runs fewer iterations: the rest change nothing
+            current = jnp.where(adapt, jnp.exp(da_state.log_step_size), step_sizes)
+
+            # n_sub transitions (thinning), the last one recorded; failures of the others are counted. One copy of
+            # the transition in the program: compile time grows with every copy of the integrator's loops.
+            def one(i, acc):
+                states, counts, _ = acc
+                states, infos = transition(states, jax.random.fold_in(key, i), current)
+                counts = counts + jnp.where(i < n_sub - 1, unrecorded_failures(infos), 0)
+                return states, counts, infos
+
+            no_info = jax.tree_util.tree_map(
+                jnp.zeros_like, jax.eval_shape(lambda s: transition(s, key, current)[1], states)
+            )
+            states, skipped, infos = jax.lax.fori_loop(
+                0, jnp.where(active, n_sub, 0), one,
+                (states, jnp.zeros((n_chains, failure_codes.size), jnp.int32), no_info),
+            )
+            acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
+            da_state = jax.lax.cond(adapt & active, lambda d: jax.vmap(da_update)(d, acceptance), lambda d: d, da_state)
+            stats = jax.vmap(method.stats)(infos)
             if method.initial_step_size is not None:  # the step size each chain used at this iteration
-                out["stats"]["step_size"] = current
-            if record:
-                out["inputs"] = jax.vmap(method.position)(states)
-            progress.tick(iteration, n_iterations)
+                stats["step_size"] = current
+            if method.log_density is not None:
+                stats["lp"] = jax.vmap(method.log_density)(states)
+            inputs = jax.vmap(method.position)(states)
+            out = {
+                "stats": stats,
+                "inputs": inputs,
+                "latents": jax.vmap(model.latents)(inputs),
+                "residual": jnp.max(jnp.abs(jax.vmap(model.generator)(inputs) - x_obs), axis=-1),
+                "skipped_failures": skipped,
+            }
             return (states, da_state), out
 
-        xs = (jnp.arange(n_iterations), jax.random.split(key, n_iterations))
-        (states, da_state), outputs = jax.lax.scan(body, (states, da_state), xs)
-        final = jax.vmap(da_final)(da_state) if adapt else step_sizes
-        return states, final, outputs
+        xs = (jnp.arange(chunk_size), jax.random.split(key, chunk_size))
+        (states, da_state), outputs = jax.lax.scan(iteration, (states, da_state), xs)
+        return states, da_state, outputs
 
     return run
+
+
+# Compiled programs by configuration: repeated dgm.sample calls on the same model, method, options and shapes (any
+# observed values) skip tracing and compilation. Small: each entry holds two XLA executables.
+_PROGRAM_CACHE: "OrderedDict[tuple, _Programs]" = OrderedDict()
+_PROGRAM_CACHE_SIZE = 16
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.shape, value.dtype.str, value.tobytes())
+    hash(value)  # raises TypeError for what cannot key a cache
+    return value
+
+
+def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_method, da_like, x) -> _Programs:
+    try:
+        cache_key = _hashable(key)
+    except TypeError:
+        cache_key = None
+    if cache_key is not None and cache_key in _PROGRAM_CACHE:
+        _PROGRAM_CACHE.move_to_end(cache_key)
+        return _PROGRAM_CACHE[cache_key]._replace(compile_time=0.0)
+    t0 = time.perf_counter()
+    positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
+    init = jax.jit(lambda positions, x_obs: jax.vmap(build_method(x_obs).init)(positions))
+    states_like = jax.eval_shape(init, positions_like, x)
+    init = init.lower(positions_like, x).compile()
+    chunk = jax.jit(_chunk_program(build_method, model, n_chains, chunk_size, chain_method))
+    scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
+    chunk = chunk.lower(states_like, da_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
+                        jax.random.PRNGKey(0), x, jax.ShapeDtypeStruct((), jnp.bool_), scalar_int,
+                        scalar_int).compile()
+    programs = _Programs(init, chunk, time.perf_counter() - t0)
+    if cache_key is not None:
+        _PROGRAM_CACHE[cache_key] = programs
+        while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+            _PROGRAM_CACHE.popitem(last=False)
+    return programs
 
 
 def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
@@ -158,6 +224,8 @@ def sample(
     chain_method: str = "auto",
     thin: int = 1,
     initial_positions=None,
+    chunk_size: int = 100,
+    compilation_cache: bool = True,
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -183,6 +251,11 @@ def sample(
       initial_positions: optional ``(n_chains, input_dim)`` starting inputs (for constrained HMC they must lie on
         the manifold within ``tol``); default: the method's own initialisation (``model.init`` or a solver).
       progress: show a progress bar and a closing line with acceptance and rejection counts.
+      chunk_size: iterations per call of the compiled program (the progress bar advances after each chunk). The
+        programs are cached: a repeated call with the same model, method, options and shapes — observed values may
+        differ — neither traces nor compiles again.
+      compilation_cache: use JAX's persistent compilation cache (on disk, shared between processes; see
+        :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
 
@@ -198,10 +271,23 @@ def sample(
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
+    thin = int(thin)
+    if thin < 1:
+        raise ValueError(f"thin must be >= 1, got {thin}")
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if compilation_cache:
+        enable_compilation_cache()
+    t_setup = time.perf_counter()
     with float64():
         x = jnp.asarray(model.validate_observation(x_obs))
         common = dict(step_size=step_size, n_steps=tuple(n_steps), n_inner=n_inner, tol=tol, max_newton=max_newton)
         algorithm = _call_builder(method, model, x, common, options)
+
+        def build_method(x_obs):  # the same method, built around a traced observation inside the programs
+            return _call_builder(method, model, x_obs, common, options)
+
         adapt = algorithm.initial_step_size is not None and (
             step_size is None if adapt_step_size is None else bool(adapt_step_size)
         )
@@ -212,69 +298,71 @@ def sample(
             positions = _check_initial_positions(model, x, initial_positions, algorithm, tol)
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
-        states = jax.jit(jax.vmap(algorithm.init))(jnp.asarray(positions))
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
+        da_init, _, da_final = dual_averaging_adaptation(algorithm.target_acceptance)
+        da_state = jax.vmap(da_init)(step_sizes)
+        setup_time = time.perf_counter() - t_setup
 
-        thin = int(thin)
-        if thin < 1:
-            raise ValueError(f"thin must be >= 1, got {thin}")
+        cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_chains,
+                     x.shape, chunk_size, chain_method)
+        programs = _compiled_programs(cache_key, build_method, model, n_chains, chunk_size, chain_method, da_state, x)
+
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
-        warmup_fn = jax.jit(_phase(algorithm, n_chains, n_warmup, adapt, False, bar, chain_method))
-        sample_fn = jax.jit(_phase(algorithm, n_chains, n_samples, False, True, bar, chain_method, thin))
-
-        def latents_of(inputs):
-            return jax.vmap(jax.vmap(model.latents))(inputs)
-
-        def residual_of(inputs):  # |g(u) - x_obs|_inf of every draw, (chain, draw)
-            return jnp.max(jnp.abs(jax.vmap(jax.vmap(model.generator))(inputs) - x), axis=-1)
-
-        post_fn = jax.jit(lambda inputs: (latents_of(inputs), residual_of(inputs)))
-
-        t0 = time.perf_counter()
-        compiled_warmup = warmup_fn.lower(states, key_warmup, step_sizes).compile() if n_warmup else None
-        compiled_sample = sample_fn.lower(states, key_sample, step_sizes).compile()
-        inputs_shape = jax.ShapeDtypeStruct((n_chains, n_samples, model.input_dim), jnp.float64)
-        compiled_post = post_fn.lower(inputs_shape).compile()
-        compile_time = time.perf_counter() - t0
-
-        bar.open()
         try:
             t0 = time.perf_counter()
-            warmup_stats = {}
-            if n_warmup:
-                states, step_sizes, warmup_out = compiled_warmup(states, key_warmup, step_sizes)
-                jax.block_until_ready(states)
-                warmup_stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in warmup_out["stats"].items()}
-            bar.offset = n_warmup
-            states, step_sizes, out = compiled_sample(states, key_sample, step_sizes)
-            jax.block_until_ready(out)
+            states = programs.init(jnp.asarray(positions), x)
+            warmup_out, states, da_state = _run_phase(programs.chunk, states, da_state, step_sizes, key_warmup, x,
+                                                      adapt, n_warmup, 1, chunk_size, bar)
+            if adapt and n_warmup:
+                step_sizes = jax.vmap(da_final)(da_state)
+            out, states, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
+                                        n_samples, thin, chunk_size, bar)
             wall_time = time.perf_counter() - t0
         finally:
             bar.close()
-        inputs = jnp.swapaxes(out["inputs"], 0, 1)
-        latents, residual = compiled_post(inputs)
-        stats = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out["stats"].items()}
-        stats["constraint_residual"] = np.asarray(residual)
+        stats = out["stats"]
+        stats["constraint_residual"] = out["residual"]
+        skipped = out["skipped_failures"].sum(axis=1)  # (chain, reason) over the unrecorded thinned transitions
         settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
-                        adapt_step_size=adapt, chain_method=chain_method, thin=thin, **{k: v for k, v in options.items() if np.isscalar(v)})
+                        adapt_step_size=adapt, chain_method=chain_method, thin=thin,
+                        **{k: v for k, v in options.items() if np.isscalar(v)})
         result = Result(
-            latents=np.asarray(latents),
-            inputs=np.asarray(inputs),
+            latents=out["latents"],
+            inputs=out["inputs"],
             stats=schema_stats(stats),
             step_size=np.asarray(step_sizes),
             wall_time=wall_time,
-            compile_time=compile_time,
+            compile_time=programs.compile_time,
+            setup_time=setup_time,
             method=algorithm.name,
-            max_residual=float(np.max(residual)),
+            max_residual=float(np.max(out["residual"])),
             x_obs=np.asarray(x),
             epsilon=algorithm.epsilon,
             settings=settings,
-            warmup_stats=schema_stats(warmup_stats),
+            warmup_stats=schema_stats(warmup_out["stats"]) if n_warmup else {},
             latent_names=getattr(model, "latent_names", None),
+            unrecorded_failures={name: int(skipped[:, i].sum()) for i, name in enumerate(
+                FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
         )
     _report(result, progress)
     return result
+
+
+def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
+               chunk_size: int, bar: _Progress):
+    """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``."""
+    pieces = []
+    for index, start in enumerate(range(0, n_iterations, chunk_size)):
+        n_active = min(chunk_size, n_iterations - start)
+        states, da_state, outputs = chunk(states, da_state, step_sizes, jax.random.fold_in(key, index), x,
+                                          jnp.asarray(adapt), jnp.int32(n_active), jnp.int32(n_sub))
+        pieces.append(jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a[:n]), outputs))
+        bar.advance(n_active)
+    if not pieces:
+        return {}, states, da_state
+    joined = jax.tree_util.tree_map(lambda *a: np.swapaxes(np.concatenate(a, axis=0), 0, 1), *pieces)
+    return joined, states, da_state
 
 
 def _report(result: Result, progress: bool) -> None:
@@ -294,7 +382,7 @@ def _report(result: Result, progress: bool) -> None:
         failures = ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "none counted"
         print(
             f"{result.method}: {result.n_chains} chains x {result.n_draws} draws in {result.wall_time:.2f} s "
-            f"(+{result.compile_time:.2f} s compile); acceptance {result.acceptance_rate:.3f}; "
+            f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance {result.acceptance_rate:.3f}; "
             f"rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )

@@ -44,9 +44,14 @@ class Result:
         ones (constrained HMC: ``failure`` code, ``newton_iterations``, ``energy``).
       step_size: ``(chain,)`` step size used after warm-up (NaN when the method has none).
       wall_time: seconds spent running warm-up and sampling, compilation excluded.
-      compile_time: seconds spent tracing and compiling.
+      compile_time: seconds spent tracing and compiling (0 when the compiled programs were reused from an earlier
+        call with the same model, method, options and shapes).
+      setup_time: seconds spent before compiling: checking the inputs, building the method, finding starting points
+        on the manifold (initialisation) and checking them.
       max_residual: ``max |g(u) - x_obs|_inf`` over all draws (the constraint error; ABC methods: their mismatch).
       warmup_stats: the same statistics for the warm-up iterations (``step_size`` shows the adaptation).
+      unrecorded_failures: failed trajectories by reason among the sampling transitions that thinning did not keep
+        (``thin > 1``); :meth:`rejection_counts` adds them to the recorded ones.
     """
 
     latents: np.ndarray
@@ -62,6 +67,8 @@ class Result:
     settings: dict = dataclasses.field(default_factory=dict)
     warmup_stats: dict = dataclasses.field(default_factory=dict)
     latent_names: Optional[list] = None
+    setup_time: float = 0.0
+    unrecorded_failures: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_chains(self) -> int:
@@ -76,12 +83,14 @@ class Result:
         return float(np.mean(self.stats["acceptance_rate"]))
 
     def rejection_counts(self, warmup: bool = False) -> dict:
-        """Counts of failed trajectories by reason (constrained HMC); empty for methods without failures."""
+        """Counts of failed trajectories by reason over every transition run (constrained HMC), thinned-away ones
+        included; ``warmup=True``: those of the warm-up. Empty for methods without failure codes."""
         stats = self.warmup_stats if warmup else self.stats
         if "failure" not in stats:
             return {}
         failure = np.asarray(stats["failure"])
-        return {name: int(np.sum(failure == code)) for code, name in FAILURE_NAMES.items()}
+        extra = {} if warmup else self.unrecorded_failures
+        return {name: int(np.sum(failure == code)) + int(extra.get(name, 0)) for code, name in FAILURE_NAMES.items()}
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
@@ -114,6 +123,8 @@ class Result:
             "dgm_method": self.method,
             "dgm_wall_time": float(self.wall_time),
             "dgm_compile_time": float(self.compile_time),
+            "dgm_setup_time": float(self.setup_time),
+            "dgm_unrecorded_failures": json.dumps(self.unrecorded_failures),
             "dgm_max_residual": float(self.max_residual),
             "dgm_epsilon": float("nan") if self.epsilon is None else float(self.epsilon),
             "dgm_step_size": json.dumps(np.asarray(self.step_size, dtype=float).tolist()),
@@ -201,4 +212,6 @@ def load(path) -> Result:
         settings=json.loads(attrs["dgm_settings"]),
         warmup_stats=group_arrays("warmup_sample_stats"),
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
+        setup_time=float(attrs.get("dgm_setup_time", 0.0)),
+        unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
     )
