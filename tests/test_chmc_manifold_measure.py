@@ -22,7 +22,7 @@ from helpers import mcse_distances
 from manifold_quadrature import ChartQuadrature
 
 N_SE = 4.0  # every statistic within 4 MCSE of its exact value
-N_SE_WRONG = 8.0  # without the |J J^T| term, some statistic is this many MCSE away (seen: 19.5, 11.3, 30.1)
+N_SE_WRONG = 10.0  # without the |J J^T| term some statistic is this far (seen: curve 21.6, surface 15.0, markov 39.2)
 
 
 # -- problems ------------------------------------------------------------------------------------------------------
@@ -104,14 +104,19 @@ def statistics(quadrature: ChartQuadrature, inputs: np.ndarray, chart_index: int
     return out
 
 
+# A high target acceptance keeps numerically failed trajectories rare (about 3 %): at the default 0.8 about 20 % fail
+# on these curved manifolds and a chain can go 1500 draws without entering the u2 > 1 tail of the curve (seen once at
+# 19 MCSE), which is slow mixing, not a wrong target.
+SAMPLER = dict(n_steps=(2, 6), target_acceptance=0.95)
+
 PROBLEMS = {
     # name: (model factory, x_obs, quadrature, chart coordinate binned, bin edges, sample() options)
     "curve": (lambda: dgm.GenerativeModel(curve_generator, 2, name="curve"), np.array([X_CURVE]), curve_quadrature, 1,
-              [-np.inf, -1.0, -0.5, 0.0, 0.5, 1.0, np.inf], dict(n_steps=(2, 6))),
+              [-np.inf, -1.0, -0.5, 0.0, 0.5, 1.0, np.inf], SAMPLER),
     "surface": (lambda: dgm.GenerativeModel(surface_generator, 3, name="surface"), np.array([X_SURFACE]),
-                surface_quadrature, 0, [-np.inf, -1.5, -0.8, -0.3, 0.2, 0.8, np.inf], dict(n_steps=(2, 6))),
+                surface_quadrature, 0, [-np.inf, -1.5, -0.8, -0.3, 0.2, 0.8, np.inf], SAMPLER),
     "markov": (markov_model, X_MARKOV, markov_quadrature, 0, [-np.inf, -0.25, -0.1, 0.1, 0.35, 0.6, np.inf],
-               dict(n_steps=(2, 6))),
+               SAMPLER),
 }
 
 
