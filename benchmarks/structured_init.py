@@ -8,8 +8,8 @@ generator and run the structured rank check. Observations: the generator at a se
 
 Reported per T (4 points each): ``first`` = the first call (tracing + XLA compilation + run) and ``run`` = the best
 of five further calls with other keys (the solver is cached per model, so this is run time alone). The ratio line
-uses ``run``; ``first`` is printed beside it. With ``--dense-up-to T`` the dense solver (an N x N Gram matrix, O(N^3) per step)
-is timed the same way for T up to that value, for comparison.
+uses ``run``; ``first`` is printed beside it. With ``--dense-up-to T`` the dense solver (an N x N Gram matrix,
+O(N^3) per step) is timed the same way for T up to that value, for comparison.
 
 Threads: XLA and BLAS single-threaded (benchmarks/_timing.py); float64.
 
