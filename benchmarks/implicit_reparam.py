@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Implicit reparameterisation gradients (Figurnov, Mohamed & Mnih, NeurIPS 2018): cost and accuracy.
 
-Threads: this script sets, before importing JAX/NumPy, a single-threaded configuration for XLA's CPU runtime
-(``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) and for BLAS/OpenMP
-(``OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = 1``); every compared method runs under it.
+Threads: single-threaded XLA and BLAS/OpenMP (:func:`dgm.threads.configure_cpu_threads`, before JAX/NumPy load;
+printed); every compared method runs under it.
 
 1. Timing, ``n`` draws (10^6; 10^5 with ``--quick``), one parameter value per draw (as a VAE's encoder outputs):
    sample-only versus sample + gradient of ``sum f(z)`` with respect to all parameters (``jax.value_and_grad``), both
@@ -30,13 +29,9 @@ from __future__ import annotations
 
 import os
 
-THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
-os.environ.update(THREAD_ENV)
+from dgm.threads import configure_cpu_threads
+
+THREADS = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
 import argparse  # noqa: E402
 import math  # noqa: E402
@@ -293,7 +288,7 @@ def main():
     n = args.n or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or (3 if args.quick else 5)
     print("Implicit reparameterisation gradients: benchmark")
-    print("threads: " + ", ".join(f"{k}={v!r}" for k, v in THREAD_ENV.items()))
+    print("threads: " + ", ".join(f"{k}={v!r}" for k, v in THREADS.items()))
     print(f"jax {jax.__version__}, device {jax.devices()[0].device_kind}, cores visible {os.cpu_count()}")
     accuracy_table(8 if args.quick else 32, args.quick)
     estimator_table(50_000 if args.quick else 400_000)

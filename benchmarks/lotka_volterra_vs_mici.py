@@ -19,18 +19,16 @@ derivatives). The paper's preset (section 6; Algorithm 1) is used:
   ``rng.integers(lower, upper)`` (upper bound *exclusive*, although its docstring says inclusive), so we pass
   ``(4, 9)``.
 
-Threading: BLAS / OpenMP / XLA are limited to one thread by environment variables set below *before* NumPy or JAX is
-imported (they have no effect if this module is imported after them; run it as a script or import it first), and
+Threading: BLAS / OpenMP / XLA are limited to one thread by :func:`dgm.threads.configure_cpu_threads` *before* NumPy
+or JAX is imported (no effect if this module is imported after them; run it as a script or import it first), and
 ``threadpoolctl`` is used as well when available.
 """
 
 from __future__ import annotations
 
-import os
+from dgm.threads import configure_cpu_threads
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+THREADS = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -42,9 +40,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dgm.models import lotka_volterra as lv  # noqa: E402
+from dgm.models.lotka_volterra_experiment import PAPER_PRESET as DGM_PRESET  # noqa: E402
 
-#: The paper's constrained-HMC preset for the Lotka–Volterra experiment.
-PAPER_PRESET = dict(step_size=0.25, n_step_range=(4, 8), n_inner_step=3, constraint_tol=1e-8)
+#: The paper's constrained-HMC preset for the Lotka–Volterra experiment (dgm's one definition) in mici's terms.
+PAPER_PRESET = dict(step_size=DGM_PRESET["step_size"], n_step_range=DGM_PRESET["n_steps"],
+                    n_inner_step=DGM_PRESET["n_inner"], constraint_tol=DGM_PRESET["tol"])
 
 
 def _single_thread_blas():
@@ -71,6 +71,8 @@ def run_mici(
     max_iters: int = 50,
     init_positions: Optional[np.ndarray] = None,
     compile_iter: int = 1,
+    dynamic: bool = False,
+    max_tree_depth: int = 10,
 ) -> dict:
     """Run mici's constrained HMC on the Lotka–Volterra model (float64, sequential chains, one thread).
 
@@ -83,6 +85,8 @@ def run_mici(
         reverse_check_tol, max_iters: integrator / projection settings (defaults: :data:`PAPER_PRESET`).
       init_positions: optional ``(n_chains, 104)`` starting inputs on the manifold.
       compile_iter: iterations of an untimed first run (JIT compilation of the JAX derivative functions).
+      dynamic: use mici's ``DynamicMultinomialHMC`` (NUTS-style, ``max_tree_depth``; ``n_step_range`` unused)
+        instead of ``RandomMetropolisHMC``.
 
     Returns a dict with ``u`` ``(n_chains, n_iter, 104)``, ``z`` ``(n_chains, n_iter, 4)`` (the parameters),
     ``stats`` (mici's per-iteration statistics, each ``(n_chains, n_iter)``: ``accept_stat``, ``n_step``,
@@ -97,6 +101,7 @@ def run_mici(
         step_size=step_size, n_step_range=(lower, upper), n_inner_step=n_inner_step, constraint_tol=constraint_tol,
         position_tol=position_tol, reverse_check_tol=reverse_check_tol, max_iters=max_iters, step=step,
         mici_version=getattr(mici, "__version__", None) or _mici_version(),
+        sampler="DynamicMultinomialHMC" if dynamic else "RandomMetropolisHMC",
     )
     with jax.enable_x64(True), _single_thread_blas():
         model = lv.lotka_volterra(observations, step=step)
@@ -124,7 +129,10 @@ def run_mici(
         )
         rng = np.random.default_rng(seed)
         # mici draws the number of steps with rng.integers(lower, upper): upper bound exclusive
-        sampler = mici.samplers.RandomMetropolisHMC(system, integrator, rng, n_step_range=(lower, upper + 1))
+        if dynamic:
+            sampler = mici.samplers.DynamicMultinomialHMC(system, integrator, rng, max_tree_depth=max_tree_depth)
+        else:
+            sampler = mici.samplers.RandomMetropolisHMC(system, integrator, rng, n_step_range=(lower, upper + 1))
 
         if init_positions is None:
             init = jax.jit(model.init)
@@ -173,8 +181,9 @@ def _mici_version():
 
 
 def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry: str = "auto",
-            reverse_check_tol: float = 2e-8, chain_method: str = "auto") -> dict:
-    """dgm's constrained HMC with the paper preset from the given starting points (no warm-up, fixed step size)."""
+            reverse_check_tol: float = 2e-8, chain_method: str = "auto", method: str = "chmc", **options) -> dict:
+    """dgm's constrained HMC with the paper preset from the given starting points (no warm-up, fixed step size);
+    ``method="chmc-dynamic"`` runs the dynamic kernel with the same integrator (``options`` go to ``dgm.sample``)."""
     import dgm
 
     model = lv.lotka_volterra()
@@ -184,13 +193,13 @@ def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry:
         structure=model.structure, init=None, name=model.name,
     )
     result = dgm.sample(
-        model, lv.default_observations(), method="chmc", n_chains=len(positions), n_warmup=0, n_samples=n_iter,
+        model, lv.default_observations(), method=method, n_chains=len(positions), n_warmup=0, n_samples=n_iter,
         seed=seed, step_size=PAPER_PRESET["step_size"], n_steps=PAPER_PRESET["n_step_range"],
         n_inner=PAPER_PRESET["n_inner_step"], tol=PAPER_PRESET["constraint_tol"], max_newton=50,
         reverse_check_tol=reverse_check_tol, geometry=geometry, chain_method=chain_method, progress=False,
-        initial_positions=positions,
+        initial_positions=positions, **options,
     )
-    return dict(z=result.latents, wall_time=result.wall_time, compile_time=result.compile_time,
+    return dict(z=result.latents, stats=result.stats, wall_time=result.wall_time, compile_time=result.compile_time,
                 accept=result.acceptance_rate, failures=result.rejection_counts(),
                 max_constraint_violation=result.max_residual)
 
@@ -209,8 +218,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mici-only", action="store_true", help="run only the mici side")
     args = parser.parse_args(argv)
-    print("threads: " + ", ".join(f"{k}={os.environ.get(k)}" for k in
-                                  ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")))
+    print("threads: " + ", ".join(f"{k}={v}" for k, v in THREADS.items()))
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.chains)
         model = lv.lotka_volterra()

@@ -16,7 +16,7 @@ variance of the *single-draw* estimator, measured at common parameters (snapshot
 1000 draws each (500 with ``--quick``), averaged over snapshots). Prints a table, writes it to ``OUT/summary.txt`` and ELBO / variance vs
 iteration plots to ``OUT/<model>.png``.
 
-Threads: single-threaded (``OMP_NUM_THREADS=1``, XLA CPU Eigen single-threaded), set below before JAX is imported.
+Threads: single-threaded XLA and BLAS/OpenMP (:func:`dgm.threads.configure_cpu_threads`, before JAX is imported).
 
     python benchmarks/nondiff_variance.py [--quick] [--out results/nondiff]
 """
@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-).strip()
+from dgm.threads import configure_cpu_threads
+
+THREADS = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
 import argparse  # noqa: E402
 import functools  # noqa: E402

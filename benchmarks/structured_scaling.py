@@ -1,7 +1,7 @@
 """Time per constrained-HMC iteration on Lotka–Volterra: structured (linear-time) vs dense geometry, T steps.
 
-Threads: everything runs single-threaded (set below, before JAX is imported): XLA's intra-op thread pool, Eigen,
-OpenMP and the BLAS/LAPACK pools. The comparison is about algorithmic cost (O(T) vs O(T^3)); multithreading would
+Threads: everything runs single-threaded (:func:`dgm.threads.configure_cpu_threads`, before JAX is imported): XLA's
+intra-op thread pool, Eigen, OpenMP and the BLAS/LAPACK pools. The comparison is about algorithmic cost (O(T) vs O(T^3)); multithreading would
 help the dense geometry's large matrix products far more than the structured geometry's many small operations, make
 timings depend on the machine's core count and load (the development machine has 2 cores shared with others), and
 distort the scaling ratios. Override by exporting XLA_FLAGS / *_NUM_THREADS yourself before running.
@@ -16,11 +16,9 @@ Usage:  python benchmarks/structured_scaling.py [--quick] [--steps T1,T2,...] [-
 
 from __future__ import annotations
 
-import os
+from dgm.threads import configure_cpu_threads
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+THREADS = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -35,7 +33,6 @@ from dgm.geometry.structured import StructuredGeometry  # noqa: E402
 from dgm.integrator import IntegratorSettings  # noqa: E402
 from dgm.kernels import chmc  # noqa: E402
 from dgm.models import lotka_volterra as lv  # noqa: E402
-from dgm.models.lotka_volterra_markov import lotka_volterra_markov  # noqa: E402
 
 
 def time_per_iteration(geometry, u0, step_size, n_leapfrog, repeats, iterations, seed=0):
@@ -80,14 +77,13 @@ def main(argv=None):
         steps = [int(s) for s in args.steps.split(",")]
     repeats = args.repeats or (2 if args.quick else 5)
     iterations = args.iterations or (2 if args.quick else 3)
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')!r}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, threads: {THREADS}")
     print(f"step size {args.step_size}, {args.leapfrog} leapfrog steps/iteration, median of {repeats} repeats x "
           f"{iterations} iterations; compile excluded\n")
     rows = []
     with jax.enable_x64(True):
         for T in steps:
-            model = lotka_volterra_markov(n_steps=T)  # observations: lv.default_observations(n_steps=T) (seeded)
+            model = lv.lotka_volterra(n_steps=T, structured=True)  # observations: lv.default_observations(n_steps=T) (seeded)
             x_obs = jnp.asarray(lv.default_observations(n_steps=T))
             u0 = model.init(jax.random.PRNGKey(T), x_obs)
             structured = StructuredGeometry(model, x_obs)

@@ -1,7 +1,9 @@
 import os
 
-# Tests must be reproducible and gentle on a 2-core machine.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+from dgm.threads import configure_cpu_threads  # noqa: E402  (imports neither NumPy nor JAX)
+
+# Tests must be reproducible and gentle on a 2-core machine: single-threaded XLA / BLAS, set before JAX starts.
+configure_cpu_threads()
 # No persistent compilation cache in the test run (test_compile_once.py turns it on in subprocesses of its own): the
 # runs stay independent of what an earlier run left on disk.
 os.environ.setdefault("DGM_COMPILATION_CACHE", "0")

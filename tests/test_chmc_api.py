@@ -63,7 +63,8 @@ def test_nan_inside_the_chain_is_a_counted_rejection_not_a_crash():
         return jnp.atleast_1d(u[0] + u[1] + jnp.where(u[2] > 0.8, jnp.nan, 0.0))
 
     model = dgm.GenerativeModel(generator, 3)
-    result = dgm.sample(model, np.array([0.5]), n_warmup=50, n_samples=200, step_size=0.5, seed=0, progress=False)
+    with pytest.warns(RuntimeWarning, match="failed numerically"):
+        result = dgm.sample(model, np.array([0.5]), n_warmup=50, n_samples=200, step_size=0.5, seed=0, progress=False)
     counts = result.rejection_counts()
     assert sum(counts.values()) > 0
     assert np.all(np.isfinite(result.inputs))
@@ -155,6 +156,7 @@ def test_result_summary_save_and_load(tmp_path):
             np.testing.assert_array_equal(loaded.stats[key], result.stats[key])
         assert loaded.wall_time == result.wall_time and loaded.method == "chmc"
         assert loaded.rejection_counts() == result.rejection_counts()
+        assert loaded.unrecorded_failures == result.unrecorded_failures and loaded.kernel == result.kernel == "exact"
     assert az.from_netcdf(str(tmp_path / "run.nc")).posterior["z"].shape == (4, 100, 3)
 
 
@@ -204,3 +206,89 @@ def test_warmup_adapts_the_step_size_towards_the_target_and_records_it():
     assert np.all(high.step_size < low.step_size)  # a higher target gives smaller steps ...
     assert high.acceptance_rate > low.acceptance_rate  # ... and more acceptances
     assert abs(high.acceptance_rate - 0.9) < 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# options: refused when not applicable, validated, recorded as run (issue 9, bugs 3-5)
+# ----------------------------------------------------------------------------------------------------------------------
+def nan_region_model():
+    """Trajectories entering u2 > 0.8 fail (NaN generator): a known, high failure rate at step size 0.5."""
+    return dgm.GenerativeModel(lambda u: jnp.atleast_1d(u[0] + u[1] + jnp.where(u[2] > 0.8, jnp.nan, 0.0)), 3)
+
+
+def test_unknown_or_inapplicable_options_are_errors_naming_what_the_method_accepts():
+    x = np.array([1.0, 0.0])
+    with pytest.raises(ValueError, match=r"method 'abc-mcmc' does not accept step_size=0.3.*proposal_scale"):
+        dgm.sample(linear(), x, method="abc-mcmc", epsilon=1.0, step_size=0.3, progress=False)
+    with pytest.raises(ValueError, match=r"method 'chmc' does not accept geometri='dense'.*geometry"):
+        dgm.sample(linear(), x, geometri="dense", progress=False)
+    with pytest.raises(ValueError, match=r"method 'abc-slice' does not accept n_inner=3"):
+        dgm.sample(linear(), x, method="abc-slice", epsilon=1.0, n_inner=3, progress=False)
+    with pytest.raises(ValueError, match=r"method 'abc-mcmc' needs epsilon="):
+        dgm.sample(linear(), x, method="abc-mcmc", progress=False)
+    with pytest.raises(ValueError, match=r"'abc-slice' has no step size to adapt"):
+        dgm.sample(linear(), x, method="abc-slice", epsilon=1.0, adapt_step_size=True, progress=False)
+
+
+@pytest.mark.parametrize("option,value", [
+    ("step_size", 0.0), ("step_size", -0.1), ("step_size", float("nan")), ("step_size", "big"),
+    ("n_steps", (8, 4)), ("n_steps", (0, 3)), ("n_steps", (2.5, 4)), ("n_steps", "ab"), ("n_steps", (1, 2, 3)),
+    ("n_inner", 0), ("n_inner", 1.5), ("tol", 0.0), ("tol", -1e-8), ("max_newton", 0), ("thin", 0),
+    ("n_chains", 0), ("n_warmup", -1),
+])
+def test_bad_option_values_are_errors_naming_the_option(option, value):
+    with pytest.raises(ValueError, match=option):
+        dgm.sample(linear(), np.array([1.0, 0.0]), progress=False, **{option: value})
+
+
+def test_settings_record_only_the_options_that_applied():
+    result = dgm.sample(linear(), np.array([1.0, 0.0]), method="abc-mcmc", epsilon=1.0, n_warmup=0, n_samples=20,
+                        progress=False)
+    assert "n_inner" not in result.settings and "max_newton" not in result.settings
+    assert result.settings["step_size"] is None and result.settings["step_size_adaptation"] == "none"
+    assert result.kernel == "uniform ball" and result.rejection_counts() == {}
+
+
+def test_no_warmup_and_no_step_size_runs_a_recorded_heuristic_step_size():
+    """n_warmup=0, step_size=None: BlackJAX's find_reasonable_step_size from 0.1 (not a silent 0.1); the settings
+    record the step size that ran and how it was chosen; a fixed step size is recorded as fixed."""
+    model = dgm.GenerativeModel(lambda u: jnp.asarray(A) @ u + 0.1 * jnp.sin(u[:2] * u[1:]), 3)
+    x = np.array([1.0, -0.5])
+    result = dgm.sample(model, x, n_warmup=0, n_samples=100, seed=4, progress=False)
+    settings = result.settings
+    assert settings["step_size_adaptation"] == "find-reasonable-step-size" and settings["adapt_step_size"] is True
+    assert settings["step_size_requested"] is None
+    ran = np.broadcast_to(np.asarray(settings["step_size"], dtype=float), (4,))
+    np.testing.assert_allclose(ran, result.step_size)
+    np.testing.assert_allclose(result.stats["step_size"], np.broadcast_to(result.step_size[:, None], (4, 100)))
+    assert np.all(result.step_size != 0.1)  # the heuristic doubles or halves at least once
+    assert result.acceptance_rate > 0.3
+    fixed = dgm.sample(model, x, n_warmup=0, n_samples=20, step_size=0.3, seed=4, progress=False)
+    assert fixed.settings["step_size"] == 0.3 and fixed.settings["adapt_step_size"] is False
+    assert fixed.settings["step_size_adaptation"] == "fixed"
+    adapted = dgm.sample(model, x, n_warmup=30, n_samples=20, seed=4, progress=False)
+    assert adapted.settings["step_size_adaptation"] == "dual-averaging"
+    np.testing.assert_allclose(np.broadcast_to(np.asarray(adapted.settings["step_size"], float), (4,)),
+                               adapted.step_size)
+
+
+def test_failures_of_every_iteration_are_counted_with_thinning_and_warned_about():
+    """thin=4: rejection_counts() counts all 4 x 100 x 4 iterations run, not only the 400 kept ones. The kept
+    iterations are a sample of all, so their failure rate agrees with the total rate within 4 binomial standard
+    errors; with thin=1 the counts equal those read from the per-draw statistics exactly."""
+    x = np.array([0.5])
+    with pytest.warns(RuntimeWarning, match=r"of sampling trajectories \(\d+ of 1600\) failed numerically "
+                                            r"\(newton_not_converged \d+"):
+        result = dgm.sample(nan_region_model(), x, n_warmup=0, n_samples=100, thin=4, step_size=0.5, seed=0,
+                            progress=False)
+    total = sum(result.rejection_counts().values())
+    kept = int(np.sum(result.stats["failure"] != 0))
+    p = total / 1600
+    assert total > kept and abs(kept / 400 - p) <= 4 * np.sqrt(p * (1 - p) / 400), (total, kept)
+    with pytest.warns(RuntimeWarning, match="failed numerically"):
+        plain = dgm.sample(nan_region_model(), x, n_warmup=0, n_samples=50, step_size=0.5, seed=1, progress=False)
+    failure = plain.stats["failure"]
+    assert plain.rejection_counts() == {"newton_not_converged": int(np.sum(failure == 1)),
+                                        "not_reversible": int(np.sum(failure == 2)),
+                                        "non_finite": int(np.sum(failure == 3)),
+                                        "divergent": int(np.sum(failure == 4))}

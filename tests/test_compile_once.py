@@ -80,4 +80,4 @@ def test_setup_and_unrecorded_failures_round_trip(tmp_path):
     result.save(tmp_path / "r.nc")
     loaded = dgm.load(tmp_path / "r.nc")
     assert loaded.setup_time == result.setup_time and loaded.unrecorded_failures == result.unrecorded_failures
-    assert set(result.unrecorded_failures) == {"newton_not_converged", "not_reversible", "non_finite"}
+    assert set(result.unrecorded_failures) == {"newton_not_converged", "not_reversible", "non_finite", "divergent"}

@@ -1,12 +1,37 @@
 """dgm: asymptotically exact inference in differentiable generative models.
 
 Public face: :class:`GenerativeModel`, :func:`sample`, :class:`Result`, :func:`load`, :func:`float64`.
+
+The names are imported on first use (PEP 562), so ``import dgm.threads`` can configure CPU threads before NumPy and
+JAX are loaded (see :mod:`dgm.threads`).
 """
 
-from dgm.driver import sample
-from dgm.model import GenerativeModel
-from dgm.precision import float64
-from dgm.result import Result, load
+import importlib
+
+_PUBLIC = {
+    "sample": "dgm.driver",
+    "GenerativeModel": "dgm.model",
+    "float64": "dgm.precision",
+    "Result": "dgm.result",
+    "load": "dgm.result",
+}
 
 __all__ = ["GenerativeModel", "sample", "Result", "load", "float64"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule used as an attribute, e.g. ``dgm.initialise`` after ``import dgm``
+        return importlib.import_module(f"dgm.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"dgm.{name}":
+            raise
+    raise AttributeError(f"module 'dgm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 
-# Small float64 linear algebra on a few cores: XLA's and BLAS's thread pools fight over the cores and run several
-# times slower than one thread each (measured: 4.5x on the Lotka-Volterra chains). Set before JAX starts; a user's
-# own XLA_FLAGS / *_NUM_THREADS win.
-_THREADS = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-}
+from dgm.threads import configure_cpu_threads
 
 
-def _configure_threads():
-    for key, value in _THREADS.items():
-        os.environ.setdefault(key, value)
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit code 2 for every user mistake."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _lotka_volterra_parser(sub):
-    from dgm.models.lotka_volterra_experiment import PRESETS
+    from dgm.models.lotka_volterra_experiment import PRESETS, describe_preset
 
     p = sub.add_parser(
         "lotka-volterra",
@@ -52,8 +46,9 @@ def _lotka_volterra_parser(sub):
              "kernel), abc-mcmc-EPS, abc-hmc-EPS (HMC with Gaussian kernel), abc-reject-EPS (rejection)",
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="constrained-HMC settings: 'paper' = step size 0.25, N_s ~ U{4..8}, 3 geodesic sub-steps, "
-                        "tol 1e-8 (the original experiment); 'adaptive' = dual-averaging step size, 1 sub-step")
+                   help="constrained-HMC settings: 'paper' = " + describe_preset("paper") + " (the original "
+                        "experiment); 'adaptive' = " + describe_preset("adaptive") + " (with --warmup 0 the step "
+                        "size comes from BlackJAX's find_reasonable_step_size heuristic; the report records it)")
     p.add_argument("--step", choices=["semi-implicit", "explicit"], default="semi-implicit",
                    help="Euler-Maruyama step: the original code's semi-implicit one (reproduces its data) or the "
                         "textbook explicit one")
@@ -68,8 +63,8 @@ def _run_lotka_volterra(args) -> int:
     from dgm.models.lotka_volterra_experiment import (
         PRESETS, figures, parse_methods, run_experiment, table_rows, write_report,
     )
-    from dgm.reports import text_table
     from dgm.models.lotka_volterra_experiment import PARAMETER_NAMES
+    from dgm.reports import text_table
 
     specs = parse_methods(args.methods)
     if args.quick:
@@ -78,7 +73,9 @@ def _run_lotka_volterra(args) -> int:
         args.abc_thin = min(args.abc_thin, 25)
     for name in ("chains", "samples", "abc_samples", "abc_thin", "abc_simulations"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("run", "out")}
     settings["preset_values"] = PRESETS[args.preset]
@@ -92,15 +89,16 @@ def _run_lotka_volterra(args) -> int:
     figure_paths = figures(results, args.out, step=args.step, seed=args.seed)
     command = "dgm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(results, args.out, command, settings, figure_paths)
-    print(f"\nwrote {report}, {', '.join(p.name for p in figure_paths.values())} and samples_*.nc to {args.out}")
+    samples = sorted(f"samples_{label}.nc" for label in results if (args.out / f"samples_{label}.nc").exists())
+    written = [report.name] + [p.name for p in figure_paths.values()] + samples
+    print(f"\nwrote {', '.join(written)} to {args.out}")
     return 0
 
 
 def main(argv=None) -> int:
-    _configure_threads()
-    parser = argparse.ArgumentParser(
-        prog="dgm", description="Asymptotically exact inference in differentiable generative models."
-    )
+    """Run the command line; a user mistake (bad option, bad value, unusable input) prints one line and exits 2."""
+    configure_cpu_threads()  # before JAX starts; the user's own settings win
+    parser = _Parser(prog="dgm", description="Asymptotically exact inference in differentiable generative models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _lotka_volterra_parser(sub)
@@ -108,7 +106,11 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except ValueError as error:
-        parser.exit(2, f"dgm: error: {error}\n")
+        # User input (option values, method lists, unusable data) is checked and refused with ValueError, also
+        # where Python would raise TypeError (dgm.sample turns a wrong type into a ValueError naming the option).
+        # Any other exception is a bug in dgm and keeps its traceback.
+        message = " ".join(str(error).split())  # one line
+        parser.exit(2, f"dgm {args.command}: error: {message}\n")
 
 
 if __name__ == "__main__":

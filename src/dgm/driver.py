@@ -11,7 +11,6 @@ reason apart from acceptance. Set-up (finding starting points), compilation and 
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 import warnings
@@ -21,12 +20,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reasonable_step_size
 
+from dgm.adaptation import initial_metric_state, metric_window_step, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
-from dgm.methods import METHODS
+from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
 from dgm.precision import float64
 from dgm.result import Result, schema_stats
@@ -66,8 +66,9 @@ class _Programs(NamedTuple):
     compile_time: float
 
 
-def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_size: int, chain_method: str):
-    """``(states, da_state, step_sizes, key, x_obs, adapt, n_active, n_sub) -> (states, da_state, outputs)``.
+def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size: int, chain_method: str):
+    """``(states, da_state, mm_state, step_sizes, key, x_obs, adapt, n_active, n_sub, schedule)
+    -> (states, da_state, mm_state, outputs)``.
 
     One program serves warm-up and sampling: ``chunk_size`` iterations in ``lax.scan``, of which the first
     ``n_active`` run (the rest are skipped by ``lax.cond``: the last chunk of a phase); each iteration runs ``n_sub``
@@ -75,11 +76,14 @@ def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_si
     observation ``x_obs`` is an argument, so conditioning on new data of the same shape reuses the program.
     Outputs per recorded iteration and chain: the method's statistics (and ``step_size``, ``lp``), inputs ``u``,
     latents, ``|g(u) - x_obs|_inf``, and failure counts by reason over the ``n_sub - 1`` unrecorded transitions.
+    Methods with an adaptable diagonal metric (``Method.set_inverse_mass``) also carry ``mm_state`` (BlackJAX's
+    Welford state per chain; ``None`` otherwise) and follow ``schedule`` (``(chunk_size, 2)`` booleans: in a slow
+    window, at a window's end) while adapting: :func:`dgm.adaptation.metric_window_step`.
     """
     failure_codes = jnp.asarray(sorted(FAILURE_NAMES), jnp.int32)
 
-    def run(states, da_state, step_sizes, key, x_obs, adapt, n_active, n_sub):
-        method = build_method(x_obs)
+    def run(states, da_state, mm_state, step_sizes, key, x_obs, adapt, n_active, n_sub, schedule):
+        method = method_at(x_obs)
         _, da_update, _ = dual_averaging_adaptation(method.target_acceptance)
         step_chains = _over_chains(method.step, chain_method)
 
@@ -93,8 +97,8 @@ def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_si
             return (stats["failure"][:, None] == failure_codes[None, :]).astype(jnp.int32)
 
         def iteration(carry, xs):
-            states, da_state = carry
-            index, key = xs
+            states, da_state, mm_state = carry
+            index, key, window = xs
             active = index < n_active  # the last chunk of a phase runs fewer iterations: the rest change nothing
             current = jnp.where(adapt, jnp.exp(da_state.log_step_size), step_sizes)
 
@@ -115,6 +119,10 @@ def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_si
             )
             acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
             da_state = jax.lax.cond(adapt & active, lambda d: jax.vmap(da_update)(d, acceptance), lambda d: d, da_state)
+            if mm_state is not None:  # windowed adaptation of a diagonal metric
+                reexpress = _over_chains(method.set_inverse_mass, chain_method)
+                states, da_state, mm_state = metric_window_step(method, reexpress, states, da_state, mm_state,
+                                                                window & adapt & active)
             stats = jax.vmap(method.stats)(infos)
             if method.initial_step_size is not None:  # the step size each chain used at this iteration
                 stats["step_size"] = current
@@ -128,11 +136,11 @@ def _chunk_program(build_method, model: GenerativeModel, n_chains: int, chunk_si
                 "residual": jnp.max(jnp.abs(jax.vmap(model.generator)(inputs) - x_obs), axis=-1),
                 "skipped_failures": skipped,
             }
-            return (states, da_state), out
+            return (states, da_state, mm_state), out
 
-        xs = (jnp.arange(chunk_size), jax.random.split(key, chunk_size))
-        (states, da_state), outputs = jax.lax.scan(iteration, (states, da_state), xs)
-        return states, da_state, outputs
+        xs = (jnp.arange(chunk_size), jax.random.split(key, chunk_size), schedule)
+        (states, da_state, mm_state), outputs = jax.lax.scan(iteration, (states, da_state, mm_state), xs)
+        return states, da_state, mm_state, outputs
 
     return run
 
@@ -152,7 +160,8 @@ def _hashable(value):
     return value
 
 
-def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_method, da_like, x) -> _Programs:
+def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method, da_like, x,
+                       mm_like=None) -> _Programs:
     try:
         cache_key = _hashable(key)
     except TypeError:
@@ -162,14 +171,14 @@ def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_met
         return _PROGRAM_CACHE[cache_key]._replace(compile_time=0.0)
     t0 = time.perf_counter()
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
-    init = jax.jit(lambda positions, x_obs: jax.vmap(build_method(x_obs).init)(positions))
+    init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
     states_like = jax.eval_shape(init, positions_like, x)
     init = init.lower(positions_like, x).compile()
-    chunk = jax.jit(_chunk_program(build_method, model, n_chains, chunk_size, chain_method))
+    chunk = jax.jit(_chunk_program(method_at, model, n_chains, chunk_size, chain_method))
     scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
-    chunk = chunk.lower(states_like, da_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
+    chunk = chunk.lower(states_like, da_like, mm_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
                         jax.random.PRNGKey(0), x, jax.ShapeDtypeStruct((), jnp.bool_), scalar_int,
-                        scalar_int).compile()
+                        scalar_int, jax.ShapeDtypeStruct((chunk_size, 2), jnp.bool_)).compile()
     programs = _Programs(init, chunk, time.perf_counter() - t0)
     if cache_key is not None:
         _PROGRAM_CACHE[cache_key] = programs
@@ -178,14 +187,36 @@ def _compiled_programs(key, build_method, model, n_chains, chunk_size, chain_met
     return programs
 
 
-def _call_builder(name, model, x_obs, common: dict, options: dict) -> Method:
-    builder = METHODS.get(name)
-    if builder is None:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
-    parameters = inspect.signature(builder).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    kwargs = {k: v for k, v in common.items() if accepts_any or k in parameters}
-    return builder(model, x_obs, **kwargs, **options)
+class _Acceptance(NamedTuple):
+    acceptance_rate: jax.Array
+
+
+def _heuristic_step_sizes(method: Method):
+    """``(keys, states, step_sizes) -> step_sizes``: a starting step size per chain without warm-up, by BlackJAX's
+    ``find_reasonable_step_size`` (Hoffman & Gelman 2014, Algorithm 4, as NumPyro's) at the chain's starting state,
+    targeting ``method.target_acceptance``.
+
+    The heuristic doubles or halves the step size from ``method.initial_step_size`` until one transition's
+    acceptance probability crosses the target (a failed trajectory counts as acceptance 0) and returns the step at
+    the crossing; coming from below that is the first *too large* one, so a step whose acceptance (one more
+    transition) is below the target is halved. A heuristic on single transitions, not an adaptation: the result is
+    recorded in ``Result.settings`` (NumPyro and BlackJAX's window adaptation start dual averaging from it).
+    """
+
+    def acceptance_kernel(step_size):
+        def kernel(key, state):
+            new_state, info = method.step(key, state, step_size)
+            return new_state, _Acceptance(jnp.nan_to_num(method.acceptance(info), nan=0.0))
+
+        return kernel
+
+    def one_chain(key, state, initial):
+        key_search, key_check = jax.random.split(key)
+        found = find_reasonable_step_size(key_search, acceptance_kernel, state, initial, method.target_acceptance)
+        _, check = acceptance_kernel(found)(key_check, state)
+        return jnp.where(check.acceptance_rate < method.target_acceptance, 0.5 * found, found)
+
+    return jax.vmap(one_chain)
 
 
 def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:
@@ -233,21 +264,29 @@ def sample(
     Args:
       model: the :class:`dgm.GenerativeModel`.
       x_obs: observed values, shape ``model.output_shape()``; checked for shape and finiteness.
-      method: ``"chmc"`` (constrained HMC), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy relaxation: pass
-        ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
+      method: ``"chmc"`` (constrained HMC), ``"chmc-dynamic"`` (constrained HMC with dynamic integration time,
+        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
+        relaxation: pass ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
       n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
-      step_size: integrator step size; ``None`` adapts it during warm-up (dual averaging); a number fixes it (unless
-        ``adapt_step_size=True``, which uses it as the starting value).
-      n_steps: ``(lo, hi)``: the number of leapfrog steps is drawn uniformly from ``lo..hi`` each iteration.
-      n_inner: geodesic sub-steps per leapfrog step (Algorithm 1's ``N_g``).
-      tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``.
-      max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``).
+      step_size: integrator step size (``> 0``); ``None`` adapts it: by dual averaging during warm-up or, with
+        ``n_warmup=0``, by BlackJAX's ``find_reasonable_step_size`` heuristic at the starting point (as NumPyro and
+        BlackJAX's window adaptation begin). A number fixes it (unless ``adapt_step_size=True``, which uses it as
+        the starting value). ``result.settings`` records the step size that ran (``step_size``; a list when the
+        chains differ), the one asked for (``step_size_requested``), ``adapt_step_size`` and
+        ``step_size_adaptation``: ``"dual-averaging"``, ``"find-reasonable-step-size"``, ``"fixed"`` or ``"none"``
+        (the method has no step size).
+      n_steps: ``(lo, hi)`` with ``1 <= lo <= hi``: the number of leapfrog steps is drawn uniformly from ``lo..hi``
+        each iteration (an integer ``n`` means ``(n, n)``).
+      n_inner: geodesic sub-steps per leapfrog step (Algorithm 1's ``N_g``), ``>= 1``.
+      tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``, ``> 0``.
+      max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``), ``>= 1``.
       chain_method: how chains share the machine inside the scan: ``"vectorized"`` (``vmap``: one batched step),
         ``"sequential"`` (``lax.map``: one chain after another within each iteration) or ``"auto"``: sequential on
         CPU, where batched small linear algebra and lock-stepped while-loops cost more than they save, vectorized on
         accelerators.
       thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``
-        iterations run; statistics are those of the kept iterations).
+        iterations run; per-draw statistics are those of the kept iterations, while
+        ``result.rejection_counts()`` counts the failures of every iteration run).
       initial_positions: optional ``(n_chains, input_dim)`` starting inputs (for constrained HMC they must lie on
         the manifold within ``tol``); default: the method's own initialisation (``model.init`` or a solver).
       progress: show a progress bar and a closing line with acceptance and rejection counts.
@@ -257,45 +296,59 @@ def sample(
       compilation_cache: use JAX's persistent compilation cache (on disk, shared between processes; see
         :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
-        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``.
+        ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
+        ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
+        ``inverse_mass`` its start, ``adapt_metric=False`` to keep it fixed; :mod:`dgm.kernels.metric`). An option
+        the method does not accept (a typo, or ``step_size`` for a method without one) is a ``ValueError`` naming
+        the options it accepts.
 
     Returns:
       :class:`dgm.Result`.
+
+    Warns:
+      RuntimeWarning: when more than ``FAILURE_WARNING_RATE`` of the warm-up or of the sampling iterations failed
+      numerically (with the counts by reason).
     """
-    if int(n_chains) < 1 or int(n_samples) < 1 or int(n_warmup) < 0:
-        raise ValueError("n_chains and n_samples must be >= 1 and n_warmup >= 0")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
-    n_chains, n_warmup, n_samples = int(n_chains), int(n_warmup), int(n_samples)
+    for name, value, minimum in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1), ("n_warmup", n_warmup, 0),
+                                 ("thin", thin, 1), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    n_chains, n_warmup, n_samples, thin, chunk_size = map(int, (n_chains, n_warmup, n_samples, thin, chunk_size))
     if chain_method == "auto":
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
-    thin = int(thin)
-    if thin < 1:
-        raise ValueError(f"thin must be >= 1, got {thin}")
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
+    given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}  # set by the user: must apply
+    if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
+        options = dict(options, adapt_step_size=bool(adapt_step_size))  # a method that decides it itself (ABC-MCMC)
     if compilation_cache:
         enable_compilation_cache()
     t_setup = time.perf_counter()
     with float64():
         x = jnp.asarray(model.validate_observation(x_obs))
-        common = dict(step_size=step_size, n_steps=tuple(n_steps), n_inner=n_inner, tol=tol, max_newton=max_newton)
-        algorithm = _call_builder(method, model, x, common, options)
+        algorithm, applied = build_method(method, model, x, common, options, given)
 
-        def build_method(x_obs):  # the same method, built around a traced observation inside the programs
-            return _call_builder(method, model, x_obs, common, options)
+        def method_at(x_obs):  # the same method, built around a traced observation inside the programs
+            return build_method(method, model, x_obs, common, options, given)[0]
 
-        adapt = algorithm.initial_step_size is not None and (
-            step_size is None if adapt_step_size is None else bool(adapt_step_size)
-        )
+        has_step_size = algorithm.initial_step_size is not None
+        if adapt_step_size and not has_step_size:
+            raise ValueError(f"method {method!r} has no step size to adapt (adapt_step_size=True)")
+        adapt = has_step_size and (step_size is None if adapt_step_size is None else bool(adapt_step_size))
+        if not has_step_size:
+            how = "none"
+        elif adapt and n_warmup:
+            how = "dual-averaging"  # over the warm-up, from algorithm.initial_step_size
+        elif adapt:  # nothing to adapt in: the documented heuristic (compiled apart, run as warm-up), recorded
+            how = "find-reasonable-step-size"
+        else:
+            how = "fixed"
         key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
         if initial_positions is None:
             positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
         else:
-            positions = _check_initial_positions(model, x, initial_positions, algorithm, tol)
+            positions = _check_initial_positions(model, x, initial_positions, algorithm, common["tol"])
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
@@ -306,34 +359,54 @@ def sample(
 
         cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_chains,
                      x.shape, chunk_size, chain_method)
-        programs = _compiled_programs(cache_key, build_method, model, n_chains, chunk_size, chain_method, da_state, x)
+        # a diagonal metric adapted in windows during warm-up (dgm.adaptation), when the method has one
+        mm_state = initial_metric_state(n_chains, model.input_dim) if algorithm.set_inverse_mass is not None else None
+        schedule = warmup_schedule(n_warmup if adapt and mm_state is not None else 0)
+        programs = _compiled_programs(cache_key, method_at, model, n_chains, chunk_size, chain_method, da_state, x,
+                                      mm_state)
+        compile_time = programs.compile_time
+        heuristic_keys = jax.random.split(key_warmup, n_chains)
+        if how == "find-reasonable-step-size":
+            t0 = time.perf_counter()
+            states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
+            heuristic = jax.jit(lambda keys, states, steps, x_obs: _heuristic_step_sizes(method_at(x_obs))(
+                keys, states, steps)).lower(heuristic_keys, states_like, step_sizes, x).compile()
+            compile_time += time.perf_counter() - t0
 
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
         try:
             t0 = time.perf_counter()
             states = programs.init(jnp.asarray(positions), x)
-            warmup_out, states, da_state = _run_phase(programs.chunk, states, da_state, step_sizes, key_warmup, x,
-                                                      adapt, n_warmup, 1, chunk_size, bar)
+            if how == "find-reasonable-step-size":
+                step_sizes = heuristic(heuristic_keys, states, step_sizes, x)
+            warmup_out, states, da_state, mm_state = _run_phase(programs.chunk, states, da_state, step_sizes,
+                                                                key_warmup, x, adapt, n_warmup, 1, chunk_size, bar,
+                                                                mm_state, schedule)
             if adapt and n_warmup:
                 step_sizes = jax.vmap(da_final)(da_state)
-            out, states, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
-                                        n_samples, thin, chunk_size, bar)
+            out, states, _, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
+                                           n_samples, thin, chunk_size, bar, mm_state)
             wall_time = time.perf_counter() - t0
         finally:
             bar.close()
         stats = out["stats"]
         stats["constraint_residual"] = out["residual"]
         skipped = out["skipped_failures"].sum(axis=1)  # (chain, reason) over the unrecorded thinned transitions
-        settings = dict(common, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
-                        adapt_step_size=adapt, chain_method=chain_method, thin=thin,
-                        **{k: v for k, v in options.items() if np.isscalar(v)})
+        ran = np.asarray(step_sizes, dtype=float)
+        settings = {k: v for k, v in options.items() if np.isscalar(v)}
+        settings.update(
+            applied, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
+            step_size=(None if not has_step_size else float(ran[0]) if np.all(ran == ran[0]) else ran.tolist()),
+            step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
+            chain_method=chain_method, thin=thin,
+        )
         result = Result(
             latents=out["latents"],
             inputs=out["inputs"],
             stats=schema_stats(stats),
             step_size=np.asarray(step_sizes),
             wall_time=wall_time,
-            compile_time=programs.compile_time,
+            compile_time=compile_time,
             setup_time=setup_time,
             method=algorithm.name,
             max_residual=float(np.max(out["residual"])),
@@ -344,37 +417,53 @@ def sample(
             latent_names=getattr(model, "latent_names", None),
             unrecorded_failures={name: int(skipped[:, i].sum()) for i, name in enumerate(
                 FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
+            kernel=algorithm.kernel,
         )
     _report(result, progress)
     return result
 
 
 def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
-               chunk_size: int, bar: _Progress):
-    """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``."""
+               chunk_size: int, bar: _Progress, mm_state=None, schedule=None):
+    """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``.
+    ``schedule``: ``(n_iterations, 2)`` metric-window flags (:func:`dgm.adaptation.warmup_schedule`), or none."""
     pieces = []
     for index, start in enumerate(range(0, n_iterations, chunk_size)):
         n_active = min(chunk_size, n_iterations - start)
-        states, da_state, outputs = chunk(states, da_state, step_sizes, jax.random.fold_in(key, index), x,
-                                          jnp.asarray(adapt), jnp.int32(n_active), jnp.int32(n_sub))
+        window = np.zeros((chunk_size, 2), bool)
+        if schedule is not None and len(schedule):
+            window[:n_active] = schedule[start:start + n_active]
+        states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes,
+                                                    jax.random.fold_in(key, index), x, jnp.asarray(adapt),
+                                                    jnp.int32(n_active), jnp.int32(n_sub), jnp.asarray(window))
         pieces.append(jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a[:n]), outputs))
         bar.advance(n_active)
     if not pieces:
-        return {}, states, da_state
+        return {}, states, da_state, mm_state
     joined = jax.tree_util.tree_map(lambda *a: np.swapaxes(np.concatenate(a, axis=0), 0, 1), *pieces)
-    return joined, states, da_state
+    return joined, states, da_state, mm_state
+
+
+FAILURE_WARNING_RATE = 0.2
+"""A warning is issued when more than this fraction of the warm-up or sampling iterations failed numerically."""
 
 
 def _report(result: Result, progress: bool) -> None:
     counts = result.rejection_counts()
-    warm = result.rejection_counts(warmup=True)
-    if warm and result.warmup_stats:
-        n_warm = np.asarray(result.warmup_stats["failure"]).size
-        rate = sum(warm.values()) / max(n_warm, 1)
-        if rate > 0.5:
+    phases = [("sampling", counts, result.n_chains * result.n_draws * int(result.settings.get("thin", 1)),
+               "the draws may mix poorly")]
+    if result.warmup_stats:
+        phases.insert(0, ("warm-up", result.rejection_counts(warmup=True),
+                          np.asarray(result.warmup_stats["acceptance_rate"]).size,
+                          f"the adapted step size {np.asarray(result.step_size)} may be meaningless"
+                          if result.settings.get("adapt_step_size") else "the draws may mix poorly"))
+    for phase, phase_counts, n_run, consequence in phases:
+        failed = sum(phase_counts.values())
+        if n_run and failed / n_run > FAILURE_WARNING_RATE:
             warnings.warn(
-                f"{result.method}: {rate:.0%} of warm-up trajectories failed numerically ({warm}); the adapted step "
-                f"size {np.asarray(result.step_size)} may be meaningless. Check tol/max_newton and the model.",
+                f"{result.method}: {failed / n_run:.0%} of {phase} trajectories ({failed} of {n_run}) failed "
+                f"numerically ({', '.join(f'{k} {v}' for k, v in phase_counts.items())}); {consequence}. Check the "
+                "step size, tol/max_newton and the model.",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -382,7 +471,7 @@ def _report(result: Result, progress: bool) -> None:
         failures = ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "none counted"
         print(
             f"{result.method}: {result.n_chains} chains x {result.n_draws} draws in {result.wall_time:.2f} s "
-            f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance {result.acceptance_rate:.3f}; "
-            f"rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
+            f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance "
+            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )

@@ -29,10 +29,12 @@ OK = 0
 NEWTON_NOT_CONVERGED = 1
 NOT_REVERSIBLE = 2
 NON_FINITE = 3
+DIVERGENT = 4  # energy error above the dynamic kernel's max_delta_energy (dgm.kernels.chmc_dynamic)
 FAILURE_NAMES = {
     NEWTON_NOT_CONVERGED: "newton_not_converged",
     NOT_REVERSIBLE: "not_reversible",
     NON_FINITE: "non_finite",
+    DIVERGENT: "divergent",
 }
 
 

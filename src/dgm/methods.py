@@ -1,6 +1,7 @@
 """Named sampling methods for :func:`dgm.sample`: each name builds a :class:`dgm.kernels.base.Method`.
 
 * ``"chmc"``: constrained HMC on the manifold (Algorithm 1), dense or structured geometry;
+* ``"chmc-dynamic"``: the same with dynamic integration time (NUTS-style tree doubling, :mod:`dgm.kernels.chmc_dynamic`);
 * ``"hmc"`` / ``"nuts"``: BlackJAX HMC / NUTS on the noisy relaxation with Gaussian output noise ``noise_scale``;
 * the ABC baselines (registered by :mod:`dgm.kernels.abc` and :mod:`dgm.kernels.pm_slice` builders).
 """
@@ -8,6 +9,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import math
+import numbers
 import warnings
 from typing import Callable
 
@@ -18,10 +22,11 @@ import numpy as np
 from dgm.geometry.dense import DenseGeometry
 from dgm.initialise import ManifoldInitialisationError, find_points_on_manifold
 from dgm.integrator import IntegratorSettings
-from dgm.kernels import chmc, hmc
+from dgm.kernels import chmc, chmc_dynamic, hmc
 from dgm.kernels.abc import abc_mcmc_method
 from dgm.kernels.pm_slice import pm_slice_method
 from dgm.kernels.base import Method
+from dgm.kernels.metric import METRICS, check_inverse_mass, scaled_model_parts, with_diagonal_metric
 from dgm.model import GenerativeModel
 
 
@@ -51,7 +56,8 @@ def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", l
 
 def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
                 reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
-                target_acceptance=0.8, init_max_iterations=100) -> Method:
+                target_acceptance=0.8, init_max_iterations=100,
+                metric="identity", inverse_mass=None, adapt_metric=True) -> Method:
     geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5  # Algorithm 1's sqrt(eps)
@@ -66,7 +72,7 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations,
                                        structured=structured)
 
-    return Method(
+    method = Method(
         name="chmc",
         initial_positions=initial_positions,
         init=lambda u: chmc.init(u, geom),
@@ -77,8 +83,69 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=0.0,
+        kernel="exact",
         log_density=lambda state: -state.point.potential,  # log rho(u) - 1/2 log|J J^T| (eq. 16)
     )
+    return apply_metric(method, model, x_obs, lambda g: chmc.build_kernel(g, settings, n_steps), metric=metric,
+                        inverse_mass=inverse_mass, adapt_metric=adapt_metric, projection=projection,
+                        log_det_gradient=log_det_gradient, geometry=geometry)
+
+
+def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_mass, adapt_metric, projection,
+                 log_det_gradient, geometry) -> Method:
+    """``method`` with the diagonal metric of :mod:`dgm.kernels.metric` when ``metric="diagonal"`` (adapted during
+    warm-up unless ``adapt_metric=False``, starting from ``inverse_mass`` or the identity); unchanged otherwise."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r} (a dense metric is not supported on the "
+                         "manifold: the covariance of draws on it is singular in the normal directions)")
+    if metric == "identity":
+        if inverse_mass is not None:
+            raise ValueError("inverse_mass needs metric='diagonal'")
+        return method
+    structured = geometry == "structured" or (geometry == "auto" and model.structure is not None
+                                              and getattr(model.structure, "square", True))
+    if structured:
+        raise ValueError(
+            f"metric={metric!r} is not supported by the structured (linear-time) geometry, whose per-step Jacobians "
+            "come from the model's declared transition and cannot absorb per-input scales; pass geometry='dense' "
+            "to use a diagonal metric (cost O(N^2 M) per point instead of linear)")
+    inverse_mass = check_inverse_mass(inverse_mass, model.input_dim)
+
+    def geometry_for(scale):
+        generator, density = scaled_model_parts(model.generator, model.log_input_density, scale)
+        return DenseGeometry(generator, x_obs, density, projection=projection, log_det_gradient=log_det_gradient)
+
+    method = with_diagonal_metric(method, geometry_for, kernel_for, inverse_mass)
+    return method if adapt_metric else method._replace(set_inverse_mass=None)
+
+
+def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
+                        projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
+                        max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100,
+                        metric="identity", inverse_mass=None, adapt_metric=True) -> Method:
+    """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
+    tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
+    chosen by the no-U-turn criterion, capped at ``2**max_tree_depth - 1`` steps)."""
+    static = chmc_method(model, x_obs, step_size=step_size, n_inner=n_inner, tol=tol, max_newton=max_newton,
+                         reverse_check_tol=reverse_check_tol, projection=projection, log_det_gradient=log_det_gradient,
+                         geometry=geometry, target_acceptance=target_acceptance,
+                         init_max_iterations=init_max_iterations)
+    with warnings.catch_warnings():  # chmc_method has already warned about the geometry choice
+        warnings.simplefilter("ignore")
+        geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient,
+                             geometry=geometry)
+    if reverse_check_tol is None:
+        reverse_check_tol = float(tol) ** 0.5
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+
+    def kernel_for(g):
+        return chmc_dynamic.build_kernel(g, settings, max_tree_depth=int(max_tree_depth),
+                                         max_delta_energy=float(max_delta_energy))
+
+    method = static._replace(name="chmc-dynamic", init=lambda u: chmc_dynamic.init(u, geom), step=kernel_for(geom))
+    return apply_metric(method, model, x_obs, kernel_for, metric=metric, inverse_mass=inverse_mass,
+                        adapt_metric=adapt_metric, projection=projection, log_det_gradient=log_det_gradient,
+                        geometry=geometry)
 
 
 def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=None, n_steps=(4, 8), tol=1e-8,
@@ -111,6 +178,7 @@ def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=Non
         initial_step_size=0.1 if step_size is None else float(step_size),
         target_acceptance=target_acceptance,
         epsilon=float(noise_scale),
+        kernel="Gaussian",  # the noisy relaxation: Gaussian output noise of scale noise_scale
         log_density=lambda state: state.logdensity,
     )
 
@@ -123,6 +191,7 @@ def abc_hmc_method(model, x_obs, *, epsilon, step_size=None, n_steps=(4, 8), tol
 
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
+    "chmc-dynamic": chmc_dynamic_method,
     "abc-mcmc": abc_mcmc_method,
     "abc-slice": functools.partial(pm_slice_method, kernel="uniform"),
     "abc-slice-gaussian": functools.partial(pm_slice_method, kernel="gaussian"),
@@ -130,3 +199,83 @@ METHODS: dict[str, Callable[..., Method]] = {
     "hmc": functools.partial(hmc_method, algorithm="hmc"),
     "nuts": functools.partial(hmc_method, algorithm="nuts"),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# options: validation and the one place a method name becomes a Method
+# ---------------------------------------------------------------------------------------------------------------------
+SAMPLER_DEFAULTS = {"step_size": None, "n_steps": (4, 8), "n_inner": 1, "tol": 1e-8, "max_newton": 50}
+"""The integrator options :func:`dgm.sample` takes itself and passes to the methods that use them."""
+
+
+def _positive_int(name, value, minimum=1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_sampler_options(step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50) -> dict:
+    """Validate the integrator options; returns them normalised (``n_steps`` as ``(lo, hi)`` ints, an int ``n``
+    meaning ``(n, n)``).  Raises ``ValueError`` naming the option."""
+    if isinstance(n_steps, numbers.Integral) and not isinstance(n_steps, bool):
+        n_steps = (n_steps, n_steps)
+    try:
+        lo, hi = n_steps
+    except (TypeError, ValueError):
+        raise ValueError(f"n_steps must be an integer or a pair (lo, hi), got {n_steps!r}") from None
+    lo, hi = _positive_int("n_steps[0]", lo), _positive_int("n_steps[1]", hi)
+    if lo > hi:
+        raise ValueError(f"n_steps = (lo, hi) needs lo <= hi, got {n_steps!r}")
+    return {
+        "step_size": None if step_size is None else _positive_float("step_size", step_size),
+        "n_steps": (lo, hi),
+        "n_inner": _positive_int("n_inner", n_inner),
+        "tol": _positive_float("tol", tol),
+        "max_newton": _positive_int("max_newton", max_newton),
+    }
+
+
+def accepted_options(name: str) -> list[str]:
+    """The keyword options the builder of method ``name`` accepts (those fixed by the registry excluded)."""
+    builder = _builder(name)
+    bound = builder.keywords if isinstance(builder, functools.partial) else {}
+    return [p.name for p in inspect.signature(builder).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in bound]
+
+
+def _builder(name: str):
+    builder = METHODS.get(name)
+    if builder is None:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return builder
+
+
+def build_method(name: str, model, x_obs, common: dict, options: dict, given: set = frozenset()) -> tuple:
+    """Build the :class:`Method` ``name`` from the driver's ``common`` integrator options and the method ``options``.
+
+    An option the method does not accept is an error, not silently dropped: every key of ``options`` must be
+    accepted, and so must every key of ``common`` the user set (``given``); the ``ValueError`` names the method and
+    the options it accepts.  Returns ``(method, applied)`` with ``applied`` the common options the method used.
+    """
+    builder = _builder(name)
+    accepted = accepted_options(name)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        accepted = accepted + [k for k in list(common) + list(options) if k not in accepted]  # takes **kwargs
+    refused = [k for k in options if k not in accepted] + [k for k in common if k in given and k not in accepted]
+    if refused:
+        shown = ", ".join(f"{k}={options[k] if k in options else common[k]!r}" for k in refused)
+        raise ValueError(f"method {name!r} does not accept {shown}; the options it accepts are: "
+                         f"{', '.join(accepted)}")
+    signature = inspect.signature(builder).parameters
+    missing = [k for k in accepted_options(name)
+               if signature[k].default is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise ValueError(f"method {name!r} needs {', '.join(f'{k}=...' for k in missing)}")
+    applied = {k: v for k, v in common.items() if k in accepted}
+    return builder(model, x_obs, **applied, **options), applied

@@ -23,10 +23,6 @@ def float64():
         yield
 
 
-def x64_enabled() -> bool:
-    return jnp.zeros(()).dtype == jnp.float64
-
-
 def require_float64(array, what: str = "position") -> None:
     """Raise ``TypeError`` unless ``array`` is float64 (checked on the abstract value, so it works under ``jit``)."""
     dtype = jnp.result_type(array)

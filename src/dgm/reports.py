@@ -1,4 +1,8 @@
-"""Tables and report text for sampling results (posterior summaries from ArviZ via :meth:`dgm.Result.summary`)."""
+"""Tables and report text for sampling results (posterior summaries from ArviZ via :meth:`dgm.Result.summary`).
+
+The ``ε`` column is read together with the ``kernel`` column beside it (from :attr:`dgm.Result.kernel`, set by each
+method's builder): a uniform-ball radius and a per-output Gaussian standard deviation are different quantities.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ def summary_row(label: str, result, names=None) -> dict:
     """One table row: posterior mean/sd of each latent, min bulk ESS, max R-hat, mean ESS/s, time, acceptance."""
     table = result.summary("z")
     names = names or [f"z{i + 1}" for i in range(len(table))]
-    row = {"method": label, "epsilon": result.epsilon}
+    row = {"method": label, "epsilon": result.epsilon, "kernel": result.kernel}
     for name, (_, line) in zip(names, table.iterrows()):
         row[name] = (float(line["mean"]), float(line["sd"]))
     row["ess_bulk"] = float(table["ess_bulk"].min())
@@ -23,8 +27,9 @@ def summary_row(label: str, result, names=None) -> dict:
 
 
 def _cells(row: dict, names) -> list[str]:
-    eps = row.get("epsilon")
-    cells = [row["method"], "-" if eps is None else ("exact" if eps == 0 else f"{eps:g}")]
+    eps, kernel = row.get("epsilon"), row.get("kernel")
+    exact = kernel == "exact" or (kernel is None and eps == 0)
+    cells = [row["method"], "exact" if exact else (kernel or "-"), "-" if eps is None or exact else f"{eps:g}"]
     for name in names:
         value = row.get(name)
         cells.append("-" if value is None else f"{value[0]:.4g} ± {value[1]:.2g}")
@@ -36,7 +41,9 @@ def _cells(row: dict, names) -> list[str]:
     return cells
 
 
-HEADERS = ["method", "ε"]
+HEADERS = ["method", "kernel", "ε"]
+"""``kernel`` says what ``ε`` is: the radius of a uniform ball (``‖g(u) − x̄‖₂ < ε``), the standard deviation of
+Gaussian noise on each output, or ``exact`` (``‖g(u) − x̄‖∞`` below the Newton tolerance; no ε)."""
 TAIL = ["bulk ESS (min)", "R̂ (max)", "ESS/s (mean)", "time (s)", "acceptance", "note"]
 
 

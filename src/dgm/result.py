@@ -52,6 +52,8 @@ class Result:
       warmup_stats: the same statistics for the warm-up iterations (``step_size`` shows the adaptation).
       unrecorded_failures: failed trajectories by reason among the sampling transitions that thinning did not keep
         (``thin > 1``); :meth:`rejection_counts` adds them to the recorded ones.
+      kernel: what ``epsilon`` means: ``"uniform ball"`` (a radius), ``"Gaussian"`` (a per-output noise standard
+        deviation) or ``"exact"`` (see :class:`dgm.kernels.base.Method`).
     """
 
     latents: np.ndarray
@@ -69,6 +71,7 @@ class Result:
     latent_names: Optional[list] = None
     setup_time: float = 0.0
     unrecorded_failures: dict = dataclasses.field(default_factory=dict)
+    kernel: Optional[str] = None
 
     @property
     def n_chains(self) -> int:
@@ -125,6 +128,7 @@ class Result:
             "dgm_compile_time": float(self.compile_time),
             "dgm_setup_time": float(self.setup_time),
             "dgm_unrecorded_failures": json.dumps(self.unrecorded_failures),
+            "dgm_kernel": json.dumps(self.kernel),
             "dgm_max_residual": float(self.max_residual),
             "dgm_epsilon": float("nan") if self.epsilon is None else float(self.epsilon),
             "dgm_step_size": json.dumps(np.asarray(self.step_size, dtype=float).tolist()),
@@ -214,4 +218,5 @@ def load(path) -> Result:
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
         setup_time=float(attrs.get("dgm_setup_time", 0.0)),
         unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
+        kernel=json.loads(attrs.get("dgm_kernel", "null")),
     )

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgm.kernels.base import Method
+from dgm.kernels.base import KERNEL_LABELS, Method
 from dgm.model import GenerativeModel, standard_normal_log_density
 
 Array = jax.Array
@@ -53,13 +53,13 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------------------------------
-def _check_kernel(kernel: str) -> str:
+def check_kernel(kernel: str) -> str:
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     return kernel
 
 
-def _check_epsilon(epsilon) -> float:
+def check_epsilon(epsilon) -> float:
     epsilon = float(epsilon)
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
@@ -85,7 +85,7 @@ def abc_distance(model: GenerativeModel, x_obs) -> Callable[[Array], Array]:
 
 def abc_log_kernel(distance: Array, epsilon: float, kernel: str = "uniform") -> Array:
     """Log ABC kernel as a function of the distance ``‖g(u) − x̄‖₂`` (constants dropped); never NaN."""
-    _check_kernel(kernel)
+    check_kernel(kernel)
     if kernel == "uniform":
         out = jnp.where(distance < epsilon, 0.0, -jnp.inf)
     else:
@@ -128,6 +128,7 @@ class ABCRejectionResult(NamedTuple):
       n_simulations: simulations used.
       epsilon: the tolerance.
       min_distance: the smallest distance seen over all simulations (``inf`` if none was finite).
+      kernel: ``"uniform ball"`` (``epsilon`` is a radius; see :class:`dgm.kernels.base.Method`).
     """
 
     inputs: np.ndarray
@@ -138,6 +139,7 @@ class ABCRejectionResult(NamedTuple):
     n_simulations: int
     epsilon: float
     min_distance: float
+    kernel: str = KERNEL_LABELS["uniform"]
 
 
 def abc_rejection(
@@ -156,7 +158,7 @@ def abc_rejection(
     ``fold_in(PRNGKey(seed), b)``, so the output depends only on ``seed``, ``n_simulations`` and ``batch_size``.
     ``sample_inputs(key) -> u`` is needed only when the model's input density is not standard normal.
     """
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_epsilon(epsilon)
     n_simulations, batch_size = int(n_simulations), int(batch_size)
     if n_simulations < 1 or batch_size < 1:
         raise ValueError("n_simulations and batch_size must be positive")
@@ -226,8 +228,8 @@ def abc_initial_positions(
     ``n_chains`` closest are returned; with the uniform kernel they must lie inside the ball, else a ``ValueError``
     names the best distance found.
     """
-    _check_kernel(kernel)
-    epsilon = _check_epsilon(epsilon)
+    check_kernel(kernel)
+    epsilon = check_epsilon(epsilon)
     n_chains = int(n_chains)
     distance = jax.jit(abc_distance(model, x_obs))
     keys = jax.random.split(key, n_chains)
@@ -362,8 +364,8 @@ def abc_mcmc_method(
     Stats per draw: ``acceptance_rate`` (MH acceptance probability), ``is_accepted``, ``distance`` (of the current
     state) and ``proposal_distance``.
     """
-    epsilon = _check_epsilon(epsilon)
-    _check_kernel(kernel)
+    epsilon = check_epsilon(epsilon)
+    check_kernel(kernel)
     if proposal_scale is None:
         proposal_scale = 0.1
     scale = np.asarray(proposal_scale, dtype=np.float64)
@@ -407,4 +409,5 @@ def abc_mcmc_method(
         initial_step_size=s0 if adapt_step_size else None,
         target_acceptance=float(target_acceptance),
         epsilon=epsilon,
+        kernel=KERNEL_LABELS[kernel],
     )

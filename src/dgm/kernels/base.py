@@ -33,7 +33,12 @@ class Method(NamedTuple):
       initial_step_size: starting step size for dual averaging; ``None`` when the method has no step size.
       target_acceptance: the acceptance rate dual averaging aims for.
       epsilon: the ABC tolerance (``0.0`` for exact methods, ``None`` when not applicable), shown in tables.
+      kernel: what ``epsilon`` means, shown beside it in tables: ``"uniform ball"`` (accept ``|g(u) - x| < epsilon``:
+        a radius), ``"Gaussian"`` (output noise of standard deviation ``epsilon`` per output), ``"exact"``
+        (``g(u) = x`` within the Newton tolerance); ``None`` when not applicable.
       log_density: optional ``state -> scalar``, the log target density at the state (recorded as ``lp``).
+      set_inverse_mass: ``(state, inverse_mass) -> state`` for methods with an adaptable diagonal metric
+        (:mod:`dgm.kernels.metric`): the driver's warm-up then adapts ``M^{-1}`` too (:mod:`dgm.adaptation`).
     """
 
     name: str
@@ -46,4 +51,10 @@ class Method(NamedTuple):
     initial_step_size: Optional[float] = None
     target_acceptance: float = 0.8
     epsilon: Optional[float] = None
+    kernel: Optional[str] = None
     log_density: Optional[Callable[[Any], Array]] = None
+    set_inverse_mass: Optional[Callable[[Any, Array], Any]] = None
+
+
+KERNEL_LABELS = {"uniform": "uniform ball", "gaussian": "Gaussian"}
+"""Table labels of the ABC kernels named ``"uniform"`` / ``"gaussian"`` in the builders."""

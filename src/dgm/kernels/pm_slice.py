@@ -29,14 +29,14 @@ import jax.numpy as jnp
 from blackjax.mcmc import elliptical_slice
 
 from dgm.kernels.abc import (
-    _check_epsilon,
-    _check_kernel,
+    check_epsilon,
+    check_kernel,
     abc_distance,
     abc_initial_positions,
     abc_log_kernel,
     has_standard_normal_inputs,
 )
-from dgm.kernels.base import Method
+from dgm.kernels.base import KERNEL_LABELS, Method
 from dgm.model import GenerativeModel, standard_normal_log_density
 
 Array = jax.Array
@@ -63,8 +63,8 @@ def pm_slice_loglikelihood(
     model: GenerativeModel, x_obs, epsilon: float, kernel: str = "uniform", non_standard_inputs: str = "fold"
 ) -> Callable[[Array], tuple[Array, Array]]:
     """``u -> (log-likelihood relative to N(0, I), distance)`` for the elliptical slice updates."""
-    epsilon = _check_epsilon(epsilon)
-    _check_kernel(kernel)
+    epsilon = check_epsilon(epsilon)
+    check_kernel(kernel)
     distance_fn = abc_distance(model, x_obs)
     if has_standard_normal_inputs(model):
         correction = None
@@ -177,8 +177,8 @@ def pm_slice_method(
     ``n_evaluations`` (generator evaluations), ``subiter_u1``, ``subiter_u2`` and, with ``record_distance=True``
     (costs one more generator evaluation per transition), ``distance``.
     """
-    epsilon = _check_epsilon(epsilon)
-    _check_kernel(kernel)
+    epsilon = check_epsilon(epsilon)
+    check_kernel(kernel)
     loglik = pm_slice_loglikelihood(model, x_obs, epsilon, kernel, non_standard_inputs)
     kernel_step = pm_slice_kernel(model, loglik, record_distance)
 
@@ -211,4 +211,5 @@ def pm_slice_method(
         initial_step_size=None,
         target_acceptance=0.8,
         epsilon=epsilon,
+        kernel=KERNEL_LABELS[kernel],
     )

@@ -25,6 +25,16 @@ import numpy as np
 PAPER_PRESET = {"step_size": 0.25, "n_steps": (4, 8), "n_inner": 3, "tol": 1e-8}
 ADAPTIVE_PRESET = {"step_size": None, "n_steps": (4, 8), "n_inner": 1, "tol": 1e-8}
 PRESETS = {"paper": PAPER_PRESET, "adaptive": ADAPTIVE_PRESET}
+"""The constrained-HMC settings of the experiment: the one definition (the CLI, benchmarks and tests import it)."""
+
+
+def describe_preset(name: str) -> str:
+    """``"step size 0.25, N_s ~ U{4..8}, 3 geodesic sub-steps, tol 1e-08"`` (for help texts and reports)."""
+    preset = PRESETS[name]
+    step = "adapted step size" if preset["step_size"] is None else f"step size {preset['step_size']:g}"
+    lo, hi = preset["n_steps"]
+    sub = "sub-step" if preset["n_inner"] == 1 else "sub-steps"
+    return f"{step}, N_s ~ U{{{lo}..{hi}}}, {preset['n_inner']} geodesic {sub}, tol {preset['tol']:g}"
 PARAMETER_NAMES = ("z1", "z2", "z3", "z4")
 _FAMILIES = {
     "abc-ss": ("abc-slice", {}),
@@ -118,7 +128,8 @@ def table_rows(results: dict) -> list[dict]:
     for label, result in results.items():
         if isinstance(result, RejectionRun):
             outcome = result.result
-            row = {"method": label, "epsilon": float(outcome.epsilon), "time": result.wall_time,
+            row = {"method": label, "epsilon": float(outcome.epsilon), "kernel": outcome.kernel,
+                   "time": result.wall_time,
                    "acceptance": float(outcome.acceptance_rate),
                    "note": f"{outcome.n_accepted} of {outcome.n_simulations} accepted"}
             if outcome.n_accepted >= 2:
@@ -131,13 +142,48 @@ def table_rows(results: dict) -> list[dict]:
         else:
             row = summary_row(label, result, list(PARAMETER_NAMES))
             if result.method == "chmc":
-                row["note"] = f"max |g(u)-x|∞ = {result.max_residual:.2e}"
+                step = result.settings.get("step_size")
+                step = f"{step:.3g}" if isinstance(step, float) else str(step)
+                how = result.settings.get("step_size_adaptation", "")
+                row["note"] = f"max |g(u)-x|∞ = {result.max_residual:.2e}; step size {step} ({how})"
             rows.append(row)
     return rows
 
 
+def _draws(result):
+    """``(inputs, latents)`` of a run as flat ``(n, dim)`` arrays (``None`` when it has no draws: ABC rejection that
+    accepted nothing)."""
+    if isinstance(result, RejectionRun):
+        outcome = result.result
+        if outcome.n_accepted == 0:
+            return None
+        return np.asarray(outcome.inputs), np.asarray(outcome.latents).reshape(-1, 4)
+    return result.inputs.reshape(-1, result.inputs.shape[-1]), result.latents.reshape(-1, 4)
+
+
+def _no_data(ax, text):
+    """Say in an empty panel why it is empty."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.35", wrap=True,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9})
+
+
+def _finish(fig, empty, path):
+    """Lay out, name the methods without draws in a footnote (when any), save and close."""
+    if empty:
+        fig.text(0.01, 0.01, "no draws (ABC rejection accepted none): " + ", ".join(empty), fontsize=8, color="0.35")
+    fig.tight_layout(rect=(0, 0.05 if empty else 0, 1, 1))
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def figures(results: dict, out: Path, step: str = "semi-implicit", seed: int = 0) -> dict:
-    """Write fig1a (trajectories), fig1b (marginals of log z), fig1c (ESS per second) as PNG; return their paths."""
+    """Write fig1a (trajectories), fig1b (marginals of log z), fig1c (ESS per second) as PNG; return their paths.
+
+    Every method given gets its place; a panel without data (ABC rejection that accepted nothing, no method with an
+    ESS) says so instead of being left out.
+    """
     import jax
     import matplotlib
 
@@ -148,24 +194,27 @@ def figures(results: dict, out: Path, step: str = "semi-implicit", seed: int = 0
     from dgm.models.lotka_volterra import TRUE_PARAMETERS, default_observations, trajectory
 
     out = Path(out)
-    mcmc = {k: v for k, v in results.items() if not isinstance(v, RejectionRun)}
+    draws = {label: _draws(result) for label, result in results.items()}
+    empty = [label for label, d in draws.items() if d is None]
     x_obs = default_observations(step)
     observed = np.vstack([[100.0, 100.0], x_obs.reshape(-1, 2)])
     rng = np.random.default_rng(seed)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {label: colours[i % len(colours)] for i, label in enumerate(results)}
     paths = {}
 
     # (a) observed populations and sampled trajectories
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
     with dgm.float64():
         simulate = jax.jit(jax.vmap(lambda u: trajectory(u, step=step)))
-        for (label, result), colour in zip(mcmc.items(), colours):
-            flat = result.inputs.reshape(-1, result.inputs.shape[-1])
+        for label, d in draws.items():
+            if d is None:
+                continue
+            flat = d[0]
             picks = flat[rng.choice(len(flat), size=min(3, len(flat)), replace=False)]
-            paths_u = np.asarray(simulate(picks))
-            for k, traj in enumerate(paths_u):
+            for k, traj in enumerate(np.asarray(simulate(picks))):
                 for j, ax in enumerate(axes):
-                    ax.plot(traj[:, j], color=colour, lw=1, ls="--" if label != "chmc" else ":",
+                    ax.plot(traj[:, j], color=colour[label], lw=1, ls="--" if label != "chmc" else ":",
                             label=label if (k == 0 and j == 0) else None)
     for j, (ax, name) in enumerate(zip(axes, ("prey x1", "predator x2"))):
         ax.plot(observed[:, j], color="black", lw=2, label="observed" if j == 0 else None)
@@ -173,47 +222,56 @@ def figures(results: dict, out: Path, step: str = "semi-implicit", seed: int = 0
         ax.set_ylabel(name)
     axes[0].legend(fontsize=8)
     fig.suptitle("(a) observed populations and sampled trajectories")
-    fig.tight_layout()
     paths["fig1a"] = out / "fig1a_trajectories.png"
-    fig.savefig(paths["fig1a"], dpi=120)
-    plt.close(fig)
+    _finish(fig, empty, paths["fig1a"])
 
-    # (b) marginal histograms of log z, true values marked
-    fig, axes = plt.subplots(len(mcmc), 4, figsize=(12, 2.2 * len(mcmc) + 0.6), squeeze=False, sharex="col")
-    for r, (label, result) in enumerate(mcmc.items()):
-        logz = np.log(result.latents.reshape(-1, 4))
+    # (b) marginal histograms of log z, true values marked; one row per method
+    fig, axes = plt.subplots(len(results), 4, figsize=(12, 2.2 * len(results) + 0.6), squeeze=False, sharex="col")
+    for r, (label, d) in enumerate(draws.items()):
         for c in range(4):
             ax = axes[r, c]
-            ax.hist(logz[:, c], bins=40, density=True, color=colours[r % len(colours)], alpha=0.8)
+            if d is None:
+                outcome = results[label].result
+                _no_data(ax, f"no accepted draws\n(0 of {outcome.n_simulations:,} simulations)")
+            else:
+                ax.hist(np.log(d[1][:, c]), bins=40 if len(d[1]) >= 40 else "auto", density=True,
+                        color=colour[label], alpha=0.8)
             ax.axvline(np.log(TRUE_PARAMETERS[c]), color="red", lw=2)
             if r == 0:
                 ax.set_title(f"log z{c + 1}")
             if c == 0:
                 ax.set_ylabel(label)
     fig.suptitle("(b) marginal posteriors of log z (red: true values)")
-    fig.tight_layout()
     paths["fig1b"] = out / "fig1b_marginals.png"
-    fig.savefig(paths["fig1b"], dpi=120)
-    plt.close(fig)
+    _finish(fig, [], paths["fig1b"])
 
-    # (c) ESS per second for each parameter
+    # (c) ESS per second for each parameter (ABC rejection: accepted draws are independent, ESS = their number)
     from dgm.reports import summary_row
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / max(len(mcmc), 1)
-    for r, (label, result) in enumerate(mcmc.items()):
-        each = summary_row(label, result, list(PARAMETER_NAMES))["ess_per_sec_each"]
-        ax.bar(np.arange(4) + (r - (len(mcmc) - 1) / 2) * width, each, width, label=label,
-               color=colours[r % len(colours)])
-    ax.set_yscale("log")
+    bars = {}
+    for label, result in results.items():
+        if isinstance(result, RejectionRun):
+            if result.result.n_accepted:
+                bars[label] = [result.result.n_accepted / max(result.wall_time, 1e-12)] * 4
+        else:
+            bars[label] = summary_row(label, result, list(PARAMETER_NAMES))["ess_per_sec_each"]
+    width = 0.8 / max(len(bars), 1)
+    for r, (label, each) in enumerate(bars.items()):
+        shown = f"{label} (accepted draws/s, compilation included)" if isinstance(results[label], RejectionRun) else label
+        ax.bar(np.arange(4) + (r - (len(bars) - 1) / 2) * width, each, width, label=shown, color=colour[label])
+    if bars and all(v > 0 for each in bars.values() for v in each):
+        ax.set_yscale("log")
+    if bars:
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no method has draws, so no ESS to show")
     ax.set_xticks(range(4), [f"z{i + 1}" for i in range(4)])
+    ax.set_xlim(-0.6, 3.6)
     ax.set_ylabel("bulk ESS per second")
     ax.set_title("(c) sampling efficiency (compilation excluded)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     paths["fig1c"] = out / "fig1c_ess_per_second.png"
-    fig.savefig(paths["fig1c"], dpi=120)
-    plt.close(fig)
+    _finish(fig, empty, paths["fig1c"])
     return paths
 
 

@@ -98,10 +98,12 @@ _TWO_PI = 2.0 * math.pi
 # density and CDF
 # ----------------------------------------------------------------------------------------------------------------------
 def von_mises_log_prob(x, loc, concentration) -> Array:
-    """``log q(x | loc, kappa) = kappa (cos(x - loc) - 1) - log(2 pi I0e(kappa))`` (``I0e = e^{-kappa} I_0``)."""
+    """``log q(x | loc, kappa) = kappa (cos(x - loc) - 1) - log(2 pi I0e(kappa))`` (``I0e = e^{-kappa} I_0``), with
+    ``cos t - 1 = -2 sin^2(t/2)`` (no cancellation near the mode: float32 at ``kappa = 1e6``)."""
     x, loc, kappa = jnp.asarray(x), jnp.asarray(loc), jnp.asarray(concentration)
     kappa = jnp.where(kappa >= 0, kappa, jnp.nan)
-    return kappa * (jnp.cos(x - loc) - 1.0) - jnp.log(_TWO_PI * i0e(kappa))
+    half = jnp.sin(0.5 * (x - loc))
+    return -2.0 * kappa * half * half - jnp.log(_TWO_PI * i0e(kappa))
 
 
 def fourier_terms(kappa_max):
@@ -142,6 +144,45 @@ def _cdf_fourier(x, kappa, num_terms):
     return 0.5 + x / _TWO_PI + (t * acc) / (math.pi * p)
 
 
+@jax.custom_jvp
+def _erfc_normaliser(kappa):
+    r"""``P(kappa) = sqrt(2/kappa) / (4 pi I0e(kappa))``, the prefactor of the erfc expansion (``kappa >= 20``).
+
+    Its derivative is computed without cancellation.  Autodiff would form ``d log P/dkappa = 1 - 1/(2 kappa) -
+    I1e/I0e``, three terms of order 1 that cancel to ``~1/(8 kappa^2)``: relative error ``~ eps kappa`` (float32,
+    ``kappa = 1e6``: ``dz/dkappa`` wrong by ~100%).  Instead: the expansion at ``x = 0`` gives the tail mass 1/2, so
+    ``P = 1 / (2 S_0)`` with ``S_0 = sum_j t_j``, ``t_j = c_j Gamma(j + 1/2)/(Gamma(1/2) (2 kappa)^j)`` (the
+    asymptotic series of ``sqrt(2 pi kappa) I0e(kappa)``; ``t_j / t_{j-1} = (j - 1/2)^2 / (2 j kappa)``), hence
+
+        d log P / d kappa = sum_j (j / kappa) t_j / sum_j t_j,
+
+    all terms positive (truncated where the terms stop decreasing or fall below ``eps/1000`` of the sum; at
+    ``kappa >= 20`` the asymptotic truncation error is ``< e^{-2 kappa} ~ 4e-18``).
+    """
+    return jnp.sqrt(2.0 / kappa) / (4.0 * math.pi * i0e(kappa))
+
+
+@_erfc_normaliser.defjvp
+def _erfc_normaliser_jvp(primals, tangents):
+    (kappa,), (dkappa,) = primals, tangents
+    p = _erfc_normaliser(kappa)
+    thr = jnp.finfo(kappa.dtype).eps * 1e-3
+
+    def body(state):
+        j, t, total, weighted = state
+        jf = j.astype(kappa.dtype)
+        t = t * ((jf - 0.5) * (jf - 0.5) / (2.0 * jf)) / kappa
+        return j + 1, t, total + t, weighted + jf * t
+
+    def cond(state):
+        j, t, total, _ = state
+        return (j < ERFC_TERMS) & jnp.any(t > thr * total)
+
+    one = jnp.ones_like(kappa)
+    _, _, total, weighted = lax.while_loop(cond, body, (jnp.ones((), jnp.int32), one, one, jnp.zeros_like(kappa)))
+    return p, p * (weighted / (kappa * total)) * dkappa
+
+
 def _cdf_erfc(x, kappa, num_terms: int = ERFC_TERMS):
     """Normal-type (erfc) expansion of the tail mass (module docstring), ``x in [-pi, pi]``, ``kappa > 0``."""
     x, kappa = jnp.broadcast_arrays(x, kappa)
@@ -169,7 +210,7 @@ def _cdf_erfc(x, kappa, num_terms: int = ERFC_TERMS):
     cond = lambda st: (st[0] < (num_terms - 1) // _UNROLL) & (st[5] > thr)
     init = (jnp.zeros((), jnp.int32), h0, jnp.ones((), x.dtype), jnp.ones_like(x), h0, jnp.ones((), x.dtype))
     _, _, _, _, total, _ = lax.while_loop(cond, block, init)
-    tail = jnp.exp(-two_k * q) * jnp.sqrt(2.0 / kappa) / (4.0 * math.pi * i0e(kappa)) * total
+    tail = jnp.exp(-two_k * q) * _erfc_normaliser(kappa) * total
     return jnp.where(x < 0, tail, 1.0 - tail)
 
 
@@ -204,7 +245,8 @@ def _cdf_centered_jvp(primals, tangents):
     dx, dkappa = tangents
     x, kappa = jnp.broadcast_arrays(x, kappa)
     f, dfdk = jax.jvp(lambda k: _cdf_raw(x, k), (kappa,), (jnp.ones_like(kappa),))
-    dens = jnp.exp(kappa * (jnp.cos(x) - 1.0)) / (_TWO_PI * i0e(kappa))
+    half = jnp.sin(0.5 * x)
+    dens = jnp.exp(-2.0 * kappa * half * half) / (_TWO_PI * i0e(kappa))
     return f, dens * jnp.broadcast_to(dx, f.shape) + dfdk * jnp.broadcast_to(dkappa, f.shape)
 
 
@@ -235,54 +277,78 @@ _MAX_REJECTION_ROUNDS = 1000  # each round accepts >= 65% of the entries still p
 
 
 def _sample_centered(key, kappa, shape, dtype):
-    """Best & Fisher (1979) rejection sampler for ``VonMises(0, kappa)``, vectorised with ``lax.while_loop``.
+    r"""Best & Fisher (1979) rejection sampler for ``VonMises(0, kappa)``, vectorised with ``lax.while_loop``.
 
     Every round proposes for all entries and keeps the first accepted proposal of each; the loop ends when all are
     accepted.  Entries with invalid ``kappa`` (negative, NaN, inf) are marked done at once and return NaN.
+
+    Best & Fisher propose ``z = cos(pi u)``, ``w = (1 + s z)/(s + z)`` (``s = (1 + rho^2)/(2 rho)``) and return
+    ``arccos(w)``; for large ``kappa`` ``w`` is within rounding of 1, so ``arccos(w)`` is quantised (float32,
+    ``kappa = 1e6``: ~100 distinct values).  The same quantities in cancellation-free form (exact algebra):
+
+        1 - w = (s - 1)(1 - z)/(s + z),   1 + w = (s + 1)(1 + z)/(s + z),
+        tan(theta/2) = sqrt((1 - w)/(1 + w)) = c tan(pi |u| / 2),   c = sqrt((s - 1)/(s + 1)) = (1 - rho)/(1 + rho),
+        y = kappa (s - w) = kappa (s - 1)(s + 1)/(s + z),
+
+    with ``1 - z = 2 sin^2(pi u/2)``, ``1 + z = 2 cos^2(pi u/2)``, ``s -/+ 1 = (1 -/+ rho)^2/(2 rho)`` and, for
+    ``kappa >= 1``, ``1 - rho = (sqrt(2r) - 1 - 1/(2 kappa + sqrt(1 + 4 kappa^2)))/(2 kappa)`` (``r = 1 + sqrt(1 +
+    4 kappa^2)``; no term cancels).  So ``theta = 2 atan2(c sin(pi|u|/2), cos(pi|u|/2))`` keeps full relative
+    precision at every ``kappa``.
     """
     kappa = jnp.broadcast_to(kappa.astype(dtype), shape)
     valid = (kappa >= 0) & jnp.isfinite(kappa)
     k = jnp.where(valid, kappa, 1.0)
-    # s = (1 + rho^2) / (2 rho) of Best & Fisher; for tiny kappa use s = 1/kappa in the algebraically equivalent form
-    # w = (1 + s z)/(s + z) = (kappa + z)/(1 + kappa z), y = kappa (s - w) = 1 - kappa w  (exact at kappa = 0).
+    # For tiny kappa use s = 1/kappa (the limit of Best & Fisher's s, exact at kappa = 0): then
+    # w = (kappa + z)/(1 + kappa z), (s - 1)/(s + 1) = (1 - kappa)/(1 + kappa), y = 1 - kappa w = (1 - kappa^2)/(1 + kappa z).
     cutoff = 1.2e-4 if dtype == jnp.float64 else 2e-2
     tiny = k < cutoff
     k_big = jnp.where(tiny, 1.0, k)
     r = 1.0 + jnp.sqrt(1.0 + 4.0 * k_big * k_big)
-    rho = (r - jnp.sqrt(2.0 * r)) / (2.0 * k_big)
-    s = (1.0 + rho * rho) / (2.0 * rho)
+    rho_direct = (r - jnp.sqrt(2.0 * r)) / (2.0 * k_big)
+    one_minus_rho = jnp.where(
+        k_big >= 1.0,
+        (jnp.sqrt(2.0 * r) - 1.0 - 1.0 / (2.0 * k_big + jnp.sqrt(1.0 + 4.0 * k_big * k_big))) / (2.0 * k_big),
+        1.0 - rho_direct,
+    )
+    rho = 1.0 - one_minus_rho
+    s_minus_1 = one_minus_rho * one_minus_rho / (2.0 * rho)
+    s_plus_1 = (1.0 + rho) * (1.0 + rho) / (2.0 * rho)
+    c = jnp.where(tiny, jnp.sqrt((1.0 - k) / (1.0 + k)), one_minus_rho / (1.0 + rho))
 
     def propose(key):
         u, v = jax.random.uniform(key, (2,) + tuple(shape), dtype=dtype)
         u = 2.0 * u - 1.0                                        # U(-1, 1): |u| gives z, sign(u) the side
-        z = jnp.cos(math.pi * u)
-        w_big = (1.0 + s * z) / (s + z)
-        w_tiny = (k + z) / (1.0 + k * z)
-        w = jnp.where(tiny, w_tiny, w_big)
-        y = jnp.where(tiny, 1.0 - k * w_tiny, k * (s - w_big))
+        cos_h = jnp.cos(0.5 * math.pi * u)
+        one_plus_z = 2.0 * cos_h * cos_h                         # 1 + cos(pi u)
+        y_big = k * s_minus_1 * s_plus_1 / (s_minus_1 + one_plus_z)
+        y_tiny = (1.0 - k * k) / (1.0 + k * (one_plus_z - 1.0))
+        y = jnp.where(tiny, y_tiny, y_big)
         accept = (y * (2.0 - y) >= v) | (jnp.log(y / v) + 1.0 >= y)
-        return w, jnp.where(u < 0, -1.0, 1.0).astype(dtype), accept
+        return u, accept
 
     def cond(state):
-        i, _, done, _, _ = state
+        i, _, done, _ = state
         return (i < _MAX_REJECTION_ROUNDS) & ~jnp.all(done)
 
     def body(state):
-        i, key, done, w, sign = state
+        i, key, done, u = state
         key, sub = jax.random.split(key)
-        w_new, sign_new, accept = propose(sub)
+        u_new, accept = propose(sub)
         take = accept & ~done
-        return (i + 1, key, done | accept, jnp.where(take, w_new, w), jnp.where(take, sign_new, sign))
+        return (i + 1, key, done | accept, jnp.where(take, u_new, u))
 
-    init = (0, key, ~valid, jnp.ones(shape, dtype), jnp.ones(shape, dtype))
-    _, _, done, w, sign = lax.while_loop(cond, body, init)
-    x = sign * jnp.arccos(jnp.clip(w, -1.0, 1.0))
-    return jnp.where(valid & done, x, jnp.nan)
+    init = (0, key, ~valid, jnp.zeros(shape, dtype))
+    _, _, done, u = lax.while_loop(cond, body, init)   # the accepted u; the angle once, after the loop
+    half = 0.5 * math.pi * jnp.abs(u)
+    theta = 2.0 * jnp.arctan2(c * jnp.sin(half), jnp.maximum(jnp.cos(half), 0.0))   # float32 cos(pi/2) < 0
+    return jnp.where(valid & done, jnp.where(u < 0, -theta, theta), jnp.nan)
 
 
 def _wrap(x):
-    """Reduce to ``[-pi, pi)``; derivative 1."""
-    return jnp.mod(x + math.pi, _TWO_PI) - math.pi
+    """Reduce to ``[-pi, pi)``; derivative 1.  Entries already inside are returned unchanged (``mod(x + pi, 2 pi) -
+    pi`` would round a float32 angle of 1e-3 to the spacing of ``pi``, 2.4e-7)."""
+    inside = (x >= -math.pi) & (x < math.pi)
+    return jnp.where(inside, x, jnp.mod(x + math.pi, _TWO_PI) - math.pi)
 
 
 def sample_von_mises(key, loc, concentration, shape: Optional[Sequence[int]] = None, dtype=None) -> Array:

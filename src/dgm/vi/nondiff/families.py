@@ -43,9 +43,6 @@ class MeanFieldGaussian:
     def scale_tril(self, params) -> Array:
         return jnp.diag(jnp.exp(params["log_scale"]))
 
-    def std(self, params) -> Array:
-        return jnp.exp(params["log_scale"])
-
     def transform(self, params, eps: Array) -> Array:
         return params["mean"] + jnp.exp(params["log_scale"]) * eps
 
@@ -89,10 +86,6 @@ class FullRankGaussian:
         v = params["tril"]
         v = jnp.where(jnp.asarray(rows == cols), jnp.exp(v), v)
         return jnp.zeros((self.dim, self.dim), v.dtype).at[rows, cols].set(v)
-
-    def std(self, params) -> Array:
-        L = self.scale_tril(params)
-        return jnp.sqrt(jnp.sum(L**2, axis=1))
 
     def transform(self, params, eps: Array) -> Array:
         return params["mean"] + eps @ self.scale_tril(params).T
