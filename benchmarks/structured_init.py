@@ -11,26 +11,20 @@ of five further calls with other keys (the solver is cached per model, so this i
 uses ``run``; ``first`` is printed beside it. With ``--dense-up-to T`` the dense solver (an N x N Gram matrix,
 O(N^3) per step) is timed the same way for T up to that value, for comparison.
 
-Threads: XLA and BLAS single-threaded (benchmarks/_timing.py); float64.
+Threads: XLA and BLAS single-threaded (:mod:`dgm.threads`); float64.
 
     python benchmarks/structured_init.py [--steps 500,1000,2000,4000] [--points 4] [--dense-up-to 1000]
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import sys
-import time
-from pathlib import Path
+from dgm.threads import configure_cpu_threads
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:  # single-threaded XLA / BLAS before JAX and NumPy load
-    from _timing import configure_threads  # noqa: E402
-except ImportError:  # after the move of the thread configuration to dgm.threads (issue 9)
-    from dgm.threads import configure_cpu_threads as configure_threads  # noqa: E402
+threads = configure_cpu_threads()  # single-threaded XLA / BLAS, before JAX and NumPy load (the user's settings win)
 
-threads = configure_threads()
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
