@@ -66,18 +66,11 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         raise ValueError(f"n_inner must be >= 1, got {n_inner!r}")
     kernel = chmc.build_kernel(geom, settings, n_steps)
 
-    def structured_rank_check(positions):
-        # log|J J^T| = 2 sum log|det G_t| + log det K is finite iff J J^T is non-singular (linear time, no SVD)
-        half_log_det = jax.jit(jax.vmap(lambda u: geom.half_log_det_gram(geom.factorise(u))))(jnp.asarray(positions))
-        bad = np.flatnonzero(~np.isfinite(np.asarray(half_log_det)))
-        if bad.size:
-            raise ValueError(f"the generator's Jacobian is rank-deficient at starting point(s) {bad.tolist()}")
-
-    dense = isinstance(geom, DenseGeometry)
+    structured = not isinstance(geom, DenseGeometry)  # linear-time Gauss-Newton and rank check when structured
 
     def initial_positions(key, n_chains):
         return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations,
-                                       rank_check=None if dense else structured_rank_check)
+                                       structured=structured)
 
     method = Method(
         name="chmc",

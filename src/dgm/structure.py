@@ -33,6 +33,7 @@ capacitance matrix grow with ``T`` and lose the linear cost (Appendix D reaches 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -127,6 +128,36 @@ class MarkovStructure:
         """``x = (x_1, ..., x_T)`` flattened."""
         return self.simulate(u).states.reshape(-1)
 
+    def check_generator(self, generator: Callable, positions, *, name: str = "model", rtol: float = 1e-6) -> None:
+        """Raise ``ValueError`` unless ``generator`` and :meth:`generator` compute the same ``x`` at ``positions``.
+
+        The structured geometry takes ``J`` from the declaration but the constraint from the model's ``generator``; if
+        the two differ the chains silently target the wrong density. Entries agree when
+        ``|a - b| <= rtol (1 + |b|)`` (rounding differences of two implementations pass; a different model does not)
+        or both are non-finite. The error names the largest difference: starting point, output index and both values.
+        """
+        declared, given = _both_generators(self, generator)(jnp.asarray(positions))
+        declared, given = np.asarray(declared, np.float64), np.asarray(given, np.float64)
+        if declared.shape != given.shape:
+            raise ValueError(f"{name}: the generator returns shape {given.shape[1:]} but the declared structure "
+                             f"returns {declared.shape[1:]} (n_steps * state_dim)")
+        both_non_finite = ~np.isfinite(declared) & ~np.isfinite(given)
+        with np.errstate(invalid="ignore"):
+            excess = np.abs(given - declared) - rtol * (1.0 + np.abs(declared))
+        excess = np.where(both_non_finite, -np.inf, np.where(np.isnan(excess), np.inf, excess))
+        if np.any(excess > 0):
+            point, index = np.unravel_index(np.argmax(excess), excess.shape)
+            step, component = divmod(int(index), self.state_dim)
+            a, b = float(given[point, index]), float(declared[point, index])
+            raise ValueError(
+                f"{name}: the declared structure does not compute the same x as the model's generator (the structured "
+                f"geometry would target the wrong density). Largest difference at starting point {point}, output "
+                f"{index} (step {step + 1}, state component {component}): generator {a!r}, structure {b!r} "
+                f"(|difference| {abs(a - b):.3g}; {int(np.sum(excess > 0))} of {excess.size} entries differ). Make "
+                "step_fn / initial_state / parameter_transform reproduce the generator, or sample with "
+                "geometry='dense'."
+            )
+
     def noise_for_observations(self, u1: Array, x_obs: Array, n_iterations: int = 30) -> Array:
         """Noise ``v`` with ``generator((u1, v)) == x_obs``, solved step by step (``D``-dimensional Newton per step,
         all steps in parallel since the observed previous state is known). Exact in one iteration when ``f`` is
@@ -149,6 +180,11 @@ class MarkovStructure:
             return jax.lax.fori_loop(0, n_iterations, body, jnp.zeros(self.noise_dim, x.dtype))
 
         return jax.vmap(solve)(previous, x, self.step_indices())
+
+
+@functools.lru_cache(maxsize=16)
+def _both_generators(structure: MarkovStructure, generator: Callable):
+    return jax.jit(jax.vmap(lambda u: (structure.generator(u), generator(u))))
 
 
 def _shape_of(fn, *args) -> tuple[int, ...]:

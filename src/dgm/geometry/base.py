@@ -62,6 +62,10 @@ class Geometry(Protocol):
     def project_position(self, factor: Any, u_start: Array, tol: float, max_iterations: int) -> "ProjectionResult":
         """PROJECTPOS: move ``u_start`` along ``range(J^T)`` of the factor's point onto the manifold."""
 
+    def singular_value_ratio(self, factor: Any) -> Array:
+        """Smallest over largest singular value of the matrix the geometry needs non-singular (``J`` itself for the
+        dense geometry; the per-step noise Jacobians ``G_t`` for the structured one): the rank check."""
+
 
 def project_momentum(geometry: Geometry, factor: Any, momentum: Array) -> Array:
     """PROJECTMOM of Algorithm 1: ``p - J^T (J J^T)^{-1} J p`` (orthogonal projection onto ``ker J``).
@@ -101,15 +105,20 @@ def newton_iterate(constraint, correction, u_start: Array, tol: float, max_itera
     return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm)
 
 
+def minimum_norm_step(geometry: Geometry, factor: Any, residual: Array) -> Array:
+    """``J^T (J J^T)^{-1} r``: the minimum-norm ``du`` with ``J du = r`` (one Gauss-Newton / quasi-Newton step).
+
+    A geometry with a fused ``pseudo_inverse_apply(factor, r)`` (the structured one) supplies that product itself."""
+    fused = getattr(geometry, "pseudo_inverse_apply", None)
+    if fused is not None:
+        return fused(factor, residual)
+    return geometry.jacobian_transpose_vector(factor, geometry.gram_solve(factor, residual))
+
+
 def quasi_newton_projection(
     geometry: Geometry, factor: Any, u_start: Array, tol: float, max_iterations: int
 ) -> ProjectionResult:
     """PROJECTPOS of Algorithm 1 with the factor of the previous point reused (the paper's quasi-Newton choice):
-    ``u <- u - J^T (J J^T)^{-1} c(u)``. A geometry with a fused ``pseudo_inverse_apply(factor, c)`` supplies that
-    product itself."""
-    fused = getattr(geometry, "pseudo_inverse_apply", None)
-    if fused is not None:
-        correction = lambda u, c: fused(factor, c)  # noqa: E731
-    else:
-        correction = lambda u, c: geometry.jacobian_transpose_vector(factor, geometry.gram_solve(factor, c))  # noqa
-    return newton_iterate(geometry.constraint, correction, u_start, tol, max_iterations)
+    ``u <- u - J^T (J J^T)^{-1} c(u)`` (:func:`minimum_norm_step` with the frozen factor)."""
+    return newton_iterate(geometry.constraint, lambda u, c: minimum_norm_step(geometry, factor, c), u_start, tol,
+                          max_iterations)

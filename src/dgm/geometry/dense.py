@@ -83,6 +83,11 @@ class DenseGeometry:
     def half_log_det_gram(self, factor: DenseFactor) -> Array:
         return jnp.sum(jnp.log(jnp.diagonal(factor.gram_cholesky)))
 
+    def singular_value_ratio(self, factor: DenseFactor) -> Array:
+        """``sigma_min(J) / sigma_max(J)`` (an SVD, ``O(N^2 M)``): ``J J^T`` is singular iff it is 0."""
+        singular_values = jnp.linalg.svd(factor.jacobian, compute_uv=False)
+        return jnp.min(singular_values) / jnp.maximum(jnp.max(singular_values), jnp.finfo(singular_values.dtype).tiny)
+
     # -- potential phi(u) = -log rho(u) + 1/2 log|J J^T| and its gradient (eqs. 16, 17, 20) -----------------
     def point(self, u: Array) -> ManifoldPoint:
         log_rho, grad_log_rho = jax.value_and_grad(self.log_input_density)(u)

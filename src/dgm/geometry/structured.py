@@ -251,6 +251,15 @@ class StructuredGeometry:
             jnp.log(jnp.diagonal(factor.capacitance_cholesky))
         )
 
+    def singular_value_ratio(self, factor: StructuredFactor) -> Array:
+        """``min_t sigma_min(G_t) / sigma_max(G_t)`` (linear in ``T``): the factorisation inverts every ``D x D`` noise
+        Jacobian ``G_t``, so this must be well above 0. With all ``G_t`` invertible ``J J^T = B (I + C C^T) B^T`` is
+        non-singular. (A singular ``G_t`` does not always make ``J`` rank-deficient, the parameter columns ``A`` may
+        make up for it, but this geometry cannot work there; the dense one can.)"""
+        singular_values = jnp.linalg.svd(factor.noise_jacobian, compute_uv=False)  # (T, D)
+        tiny = jnp.finfo(singular_values.dtype).tiny
+        return jnp.min(jnp.min(singular_values, axis=1) / jnp.maximum(jnp.max(singular_values, axis=1), tiny))
+
     def pseudo_inverse_apply(self, factor: StructuredFactor, r: Array) -> Array:
         """``J^T (J J^T)^{-1} r`` without any recursion: ``[C^T y; y]``, ``y = (I + C C^T)^{-1} B^{-1} r``."""
         y = self._capacitance_project(factor, self._b_inverse(factor, r.reshape(self._T, self._D)))
