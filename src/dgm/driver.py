@@ -438,7 +438,7 @@ def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_itera
         states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes,
                                                     jax.random.fold_in(key, index), x, jnp.asarray(adapt),
                                                     jnp.int32(n_active), jnp.int32(n_sub), jnp.asarray(window))
-        pieces.append(jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a[:n]), outputs))
+        pieces.append(jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs))
         bar.advance(n_active)
     if not pieces:
         return {}, states, da_state, mm_state
