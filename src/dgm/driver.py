@@ -326,8 +326,10 @@ def sample(
         enable_compilation_cache()
     t_setup = time.perf_counter()
     with float64():
-        x = jnp.asarray(model.validate_observation(x_obs))
+        x = jnp.asarray(model.validate_observation(x_obs, manifold=False))
         algorithm, applied = build_method(method, model, x, common, options, given)
+        if algorithm.epsilon == 0.0:  # exact methods sample a manifold: fewer observed outputs than inputs
+            model.validate_observation(x_obs)
 
         def method_at(x_obs):  # the same method, built around a traced observation inside the programs
             return build_method(method, model, x_obs, common, options, given)[0]

@@ -86,11 +86,12 @@ class GenerativeModel:
         out = jax.eval_shape(self.latents, self._abstract_input())
         return tuple(out.shape)
 
-    def validate_observation(self, x_obs) -> np.ndarray:
+    def validate_observation(self, x_obs, *, manifold: bool = True) -> np.ndarray:
         """Check ``x_obs`` against the generator's output and return it as a float64 NumPy array.
 
-        Raises ``ValueError`` for a wrong shape, non-finite values, or a generator whose output is not 1-D or has
-        more entries than there are inputs (the manifold would be empty or a point).
+        Raises ``ValueError`` for a wrong shape, non-finite values, or a generator whose output is not 1-D or (with
+        ``manifold=True``, the exact methods) has at least as many entries as there are inputs (the manifold would
+        be empty or a point). Methods on a noisy relaxation (``manifold=False``) need no such condition.
         """
         x = np.asarray(x_obs, dtype=np.float64)
         out_shape = self.output_shape()
@@ -103,7 +104,7 @@ class GenerativeModel:
         if not np.all(np.isfinite(x)):
             bad = np.flatnonzero(~np.isfinite(x))
             raise ValueError(f"observation contains non-finite values (NaN/inf) at indices {bad[:10].tolist()}")
-        if out_shape[0] >= self.input_dim:
+        if manifold and out_shape[0] >= self.input_dim:
             raise ValueError(
                 f"the generator has {out_shape[0]} outputs but only {self.input_dim} inputs: conditioning needs "
                 "fewer observed outputs than inputs (the manifold dimension is input_dim - output_dim > 0)"

@@ -16,6 +16,12 @@ simulates with ``lax.scan`` (or ``vmap``) and whose ``structure`` is a :class:`M
 the structure, pass ``structure=markov_structure(...)`` (the same arguments) to :class:`dgm.GenerativeModel`; its
 ``generator`` must then compute the same ``x`` as :meth:`MarkovStructure.generator`.
 
+**Per-step index.** A structure declared with ``indexed=True`` calls ``step_fn(x_prev, z, v, t)`` with the 0-based
+step index ``t`` (an ``int32`` scalar), so steps may read their own slice of shared parameters: e.g. a decoder
+``z = mean(h)`` computed once from ``u1 = h`` and step ``t`` emitting ``z[t] + sigma v_t``
+(:func:`dgm.vae.decoder_model`). The geometry still differentiates ``parameter_transform`` once per point (``L``
+JVPs), so everything the steps share is evaluated once, not once per step.
+
 **Noise dimension.** The structured geometry needs ``df/dv_t`` square and invertible, i.e. as many noise inputs per
 step as state dimensions (``noise_dim == state_dim``). A model declared with ``noise_dim != state_dim`` is still a
 valid :class:`~dgm.GenerativeModel` (its ``generator`` is correct), but building the structured geometry for it
@@ -61,6 +67,7 @@ class MarkovStructure:
       n_steps: ``T`` (number of observed states / observations).
       state_dim, noise_dim: ``D`` and the number of noise inputs per step.
       independent: ``True`` when ``f`` does not depend on ``x_prev`` (``F_t = 0``, block-diagonal ``B``).
+      indexed: ``True`` when ``step_fn`` takes the step index as a fourth argument, ``f(x_prev, z, v, t)``.
     """
 
     step_fn: Callable
@@ -71,6 +78,14 @@ class MarkovStructure:
     state_dim: int
     noise_dim: int
     independent: bool = False
+    indexed: bool = False
+
+    def step(self, x_prev: Array, z: Any, v: Array, t: Array) -> Array:
+        """``f(x_prev, z, v)`` or, for an indexed structure, ``f(x_prev, z, v, t)``."""
+        return self.step_fn(x_prev, z, v, t) if self.indexed else self.step_fn(x_prev, z, v)
+
+    def step_indices(self) -> Array:
+        return jnp.arange(self.n_steps, dtype=jnp.int32)
 
     @property
     def input_dim(self) -> int:
@@ -96,15 +111,16 @@ class MarkovStructure:
         z = self.parameter_transform(u1)
         x0 = jnp.asarray(self.initial_state(z), u.dtype)
         if self.independent:
-            states = jax.vmap(lambda vt: self.step_fn(x0, z, vt))(v)
+            states = jax.vmap(lambda vt, t: self.step(x0, z, vt, t))(v, self.step_indices())
             previous = jnp.broadcast_to(x0, states.shape)
         else:
 
-            def body(x_prev, vt):
-                x = self.step_fn(x_prev, z, vt)
+            def body(x_prev, inputs):
+                vt, t = inputs
+                x = self.step(x_prev, z, vt, t)
                 return x, x
 
-            _, states = jax.lax.scan(body, x0, v)
+            _, states = jax.lax.scan(body, x0, (v, self.step_indices()))
             previous = jnp.concatenate([x0[None], states[:-1]], axis=0)
         return Trajectory(z, x0, previous, states)
 
@@ -153,9 +169,9 @@ class MarkovStructure:
         x0 = jnp.asarray(self.initial_state(z), x.dtype)
         previous = jnp.concatenate([x0[None], x[:-1]], axis=0)
 
-        def solve(x_prev, target):
+        def solve(x_prev, target, t):
             def residual(v):
-                return self.step_fn(x_prev, z, v) - target
+                return self.step(x_prev, z, v, t) - target
 
             def body(_, v):
                 step = jnp.linalg.solve(jax.jacfwd(residual)(v), residual(v))
@@ -163,7 +179,7 @@ class MarkovStructure:
 
             return jax.lax.fori_loop(0, n_iterations, body, jnp.zeros(self.noise_dim, x.dtype))
 
-        return jax.vmap(solve)(previous, x)
+        return jax.vmap(solve)(previous, x, self.step_indices())
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,10 +206,12 @@ def markov_structure(
     n_parameter_inputs: int,
     *,
     noise_dim: Optional[int] = None,
+    indexed: bool = False,
 ) -> MarkovStructure:
     """Validate and build a :class:`MarkovStructure` (shapes checked by abstract evaluation, no FLOPs).
 
     ``initial_state`` is a callable ``z -> x0`` or a fixed 1-D array. ``noise_dim`` defaults to the state dimension.
+    ``indexed=True``: ``step_fn(x_prev, z, v, t)`` also receives the 0-based step index ``t``.
     """
     n_steps, L = int(n_steps), int(n_parameter_inputs)
     if n_steps < 1 or L < 1:
@@ -209,10 +227,12 @@ def markov_structure(
     if E < 1:
         raise ValueError(f"noise_dim must be >= 1, got {noise_dim!r}")
     x_spec = jax.ShapeDtypeStruct((D,), jnp.float32)
-    out = _shape_of(step_fn, x_spec, z, jax.ShapeDtypeStruct((E,), jnp.float32))
+    index = (jax.ShapeDtypeStruct((), jnp.int32),) if indexed else ()
+    out = _shape_of(step_fn, x_spec, z, jax.ShapeDtypeStruct((E,), jnp.float32), *index)
     if out != (D,):
         raise ValueError(f"step_fn(x_prev, z, v) must return the next state of shape ({D},), it returns {out}")
-    return MarkovStructure(step_fn, init_fn, parameter_transform, L, n_steps, D, E, independent=False)
+    return MarkovStructure(step_fn, init_fn, parameter_transform, L, n_steps, D, E, independent=False,
+                           indexed=bool(indexed))
 
 
 def independent_structure(
@@ -222,24 +242,35 @@ def independent_structure(
     n_parameter_inputs: int,
     *,
     noise_dim: int,
+    indexed: bool = False,
 ) -> MarkovStructure:
-    """A :class:`MarkovStructure` with ``F_t = 0`` for ``x_i = observation_fn(z, v_i)``, ``v_i`` of ``noise_dim``."""
+    """A :class:`MarkovStructure` with ``F_t = 0`` for ``x_i = observation_fn(z, v_i)``, ``v_i`` of ``noise_dim``
+    (``observation_fn(z, v_i, i)`` with the 0-based observation index when ``indexed=True``)."""
     n_obs, L, E = int(n_observations), int(n_parameter_inputs), int(noise_dim)
     if n_obs < 1 or L < 1 or E < 1:
         raise ValueError(f"n_observations, n_parameter_inputs, noise_dim must be >= 1, got {n_obs}, {L}, {E}")
     z = jax.eval_shape(parameter_transform, jax.ShapeDtypeStruct((L,), jnp.float32))
-    shape = _shape_of(observation_fn, z, jax.ShapeDtypeStruct((E,), jnp.float32))
+    index = (jax.ShapeDtypeStruct((), jnp.int32),) if indexed else ()
+    shape = _shape_of(observation_fn, z, jax.ShapeDtypeStruct((E,), jnp.float32), *index)
     if len(shape) != 1:
         raise ValueError(f"observation_fn(z, v) must return a 1-D array, it returns shape {shape}")
     D = shape[0]
 
-    def step_fn(x_prev, z, v):
-        return observation_fn(z, v)
+    if indexed:
+
+        def step_fn(x_prev, z, v, t):
+            return observation_fn(z, v, t)
+
+    else:
+
+        def step_fn(x_prev, z, v):
+            return observation_fn(z, v)
 
     def initial_state(z):
         return jnp.zeros((D,))
 
-    return MarkovStructure(step_fn, initial_state, parameter_transform, L, n_obs, D, E, independent=True)
+    return MarkovStructure(step_fn, initial_state, parameter_transform, L, n_obs, D, E, independent=True,
+                           indexed=bool(indexed))
 
 
 def _model_from_structure(structure: MarkovStructure, *, latents, log_input_density, init, name) -> GenerativeModel:
@@ -279,6 +310,7 @@ def markov_model(
     n_parameter_inputs: int,
     *,
     noise_dim: Optional[int] = None,
+    indexed: bool = False,
     latents: Optional[Callable] = None,
     log_input_density: Optional[Callable] = None,
     init: Optional[Callable] = None,
@@ -293,6 +325,7 @@ def markov_model(
       parameter_transform: ``u1 -> z``; ``n_parameter_inputs`` is ``L = len(u1)``.
       noise_dim: noise inputs per step (default ``state_dim``; the structured geometry needs them equal, see the
         module docstring).
+      indexed: ``step_fn(x_prev, z, v, t)`` also receives the 0-based step index ``t`` (module docstring).
       latents: ``u -> reported quantities``; default ``parameter_transform(u[:L])``.
       log_input_density: ``log rho(u)``; default standard normal.
       init: exact initialiser ``(key, x_obs) -> u``; default: ``u1`` from ``N(0, I)`` and the noise solved step by
@@ -302,7 +335,7 @@ def markov_model(
     :class:`MarkovStructure`, so :func:`dgm.sample` uses the linear-time geometry.
     """
     structure = markov_structure(step_fn, initial_state, n_steps, parameter_transform, n_parameter_inputs,
-                                 noise_dim=noise_dim)
+                                 noise_dim=noise_dim, indexed=indexed)
     return _model_from_structure(structure, latents=latents, log_input_density=log_input_density, init=init,
                                  name=name)
 
@@ -314,6 +347,7 @@ def independent_model(
     n_parameter_inputs: int,
     *,
     noise_dim: int,
+    indexed: bool = False,
     latents: Optional[Callable] = None,
     log_input_density: Optional[Callable] = None,
     init: Optional[Callable] = None,
@@ -326,6 +360,6 @@ def independent_model(
     in :func:`markov_model`.
     """
     structure = independent_structure(observation_fn, n_observations, parameter_transform, n_parameter_inputs,
-                                      noise_dim=noise_dim)
+                                      noise_dim=noise_dim, indexed=indexed)
     return _model_from_structure(structure, latents=latents, log_input_density=log_input_density, init=init,
                                  name=name)

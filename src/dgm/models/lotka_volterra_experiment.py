@@ -129,7 +129,7 @@ def table_rows(results: dict) -> list[dict]:
         if isinstance(result, RejectionRun):
             outcome = result.result
             row = {"method": label, "epsilon": float(outcome.epsilon), "kernel": outcome.kernel,
-                   "time": result.wall_time,
+                   "time": result.wall_time, "total_time": result.wall_time,
                    "acceptance": float(outcome.acceptance_rate),
                    "note": f"{outcome.n_accepted} of {outcome.n_simulations} accepted"}
             if outcome.n_accepted >= 2:
