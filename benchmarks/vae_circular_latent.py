@@ -35,9 +35,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import configure_threads  # noqa: E402
+from dgm.threads import configure_cpu_threads  # noqa: E402
 
-THREADS = configure_threads()
+THREADS = configure_cpu_threads()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -130,6 +130,10 @@ def test_structure_that_differs_from_the_generator_is_refused():
     result = dgm.sample(model, x_obs, geometry="dense", n_chains=1, n_warmup=0, n_samples=2, step_size=0.01,
                         progress=False)
     assert result.inputs.shape == (1, 2, u.shape[0])
+    # starting points given by the user are checked the same way
+    with pytest.raises(ValueError, match=r"declared structure does not compute the same x"):
+        dgm.sample(model, x_obs, initial_positions=result.inputs[:, -1], n_chains=1, n_warmup=0, n_samples=2,
+                   step_size=0.01, progress=False)
 
 
 def test_check_generator_names_the_largest_difference():

@@ -219,7 +219,8 @@ def _heuristic_step_sizes(method: Method):
     return jax.vmap(one_chain)
 
 
-def _check_initial_positions(model, x, positions, algorithm: Method, tol: float) -> np.ndarray:
+def _check_initial_positions(model, x, positions, algorithm: Method, tol: float,
+                             check_structure: bool = True) -> np.ndarray:
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != model.input_dim:
         raise ValueError(f"initial_positions must have shape (n_chains, {model.input_dim}), got {positions.shape}")
@@ -233,6 +234,8 @@ def _check_initial_positions(model, x, positions, algorithm: Method, tol: float)
                 f"initial_positions {bad.tolist()} are not on the manifold: |g(u) - x_obs|_inf = "
                 f"{residual[bad[0]]:.3g} >= tol = {tol:g}"
             )
+    if check_structure and model.structure is not None:  # a declaration computing another x changes the target
+        model.structure.check_generator(model.generator, positions, name=repr(model.name))
     return positions
 
 
@@ -350,7 +353,8 @@ def sample(
         if initial_positions is None:
             positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
         else:
-            positions = _check_initial_positions(model, x, initial_positions, algorithm, common["tol"])
+            positions = _check_initial_positions(model, x, initial_positions, algorithm, common["tol"],
+                                                 check_structure=options.get("geometry", "auto") != "dense")
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
