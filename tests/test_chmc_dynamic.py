@@ -13,7 +13,10 @@ from dgm.geometry.base import project_momentum
 from dgm.integrator import OK, IntegratorSettings, integrate
 from dgm.kernels import chmc_dynamic
 from helpers import assert_mean_within
-from test_chmc_exact import X_CURVE, X_LINEAR, A, curve_model, curve_moment, exact_linear_conditional, linear_model
+from test_chmc_exact import (
+    X_CURVE, X_LINEAR, A, assert_curve_matches_quadrature, curve_model, curve_moment, exact_linear_conditional,
+    linear_model,
+)
 from test_chmc_properties import draw, geometry_through
 
 METHOD = "chmc-dynamic"
@@ -35,15 +38,7 @@ def test_linear_gaussian_conditional_moments():
 def test_nonlinear_curve_matches_quadrature():
     result = dgm.sample(curve_model(), np.array([X_CURVE]), method=METHOD, n_chains=4, n_warmup=300,
                         n_samples=1500, seed=5, progress=False)
-    t = result.inputs[..., 1]
-    assert result.max_residual < 1e-8
-    assert_mean_within(t, curve_moment(lambda s: s), label="E[u2]")
-    assert_mean_within(t**2, curve_moment(lambda s: s**2), label="E[u2^2]")
-    assert_mean_within(result.inputs[..., 0], curve_moment(lambda s: X_CURVE - s**3), label="E[u1]")
-    edges = np.array([-np.inf, -0.5, 0.0, 0.3, 0.6, 0.9, np.inf])
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        indicator = ((t > lo) & (t <= hi)).astype(float)
-        assert_mean_within(indicator, curve_moment(lambda s: 1.0, lo, hi), label=f"P({lo}<u2<={hi})")
+    assert_curve_matches_quadrature(result)
 
 
 def test_dropping_the_determinant_is_detectably_wrong():
