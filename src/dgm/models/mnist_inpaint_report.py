@@ -42,9 +42,14 @@ def image_grid(path: Path, images: np.ndarray, mask: np.ndarray, *, columns: int
     if row_labels:
         for i, label in enumerate(row_labels):
             axes[i * rows_per_label, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=6)
+    import textwrap
+
+    width_chars = int(fig.get_size_inches()[0] * 72 / 5)  # ~5 points per character at fontsize 8
+    title = textwrap.fill(title, max(width_chars, 30))  # a title wider than the grid would be cut off
     fig.suptitle(title, fontsize=8)
     left = 0.8 / fig.get_size_inches()[0] if row_labels else 0.0  # room for the row labels
-    fig.tight_layout(pad=0.2, h_pad=0.1, w_pad=0.1, rect=(left, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
+    title_height = (0.2 + 0.15 * (title.count("\n") + 1)) / fig.get_size_inches()[1]
+    fig.tight_layout(pad=0.2, h_pad=0.1, w_pad=0.1, rect=(left, 0, 1, 1 - title_height))
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
