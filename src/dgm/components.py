@@ -191,13 +191,17 @@ def detect_components(model: GenerativeModel, x_obs, inputs, *, jumped=None, per
 SCREEN_RHAT = 1.05
 """The path tests run (mode ``"auto"``) when some input's rank-normalised R-hat exceeds this, or when the model
 declares symmetries; chains in different components have different laws, hence a large R-hat."""
+SCREEN_MIN_DRAWS = 20
+"""Mode ``"auto"`` checks nothing in runs of fewer draws per chain (R-hat means little there, and the path tests'
+compilation would dominate a smoke run); ``detect_components=True`` checks them too."""
 
 
 def components_after_sampling(model: GenerativeModel, x_obs, inputs, stats: dict, mode="auto", tol: float = 1e-8,
                               max_newton: int = 50, geometry: str = "auto") -> Optional[ComponentReport]:
     """What :func:`dgm.sample` runs after constrained HMC: ``mode="auto"`` screens with ArviZ's rank-normalised
     R-hat of ``u`` (max over inputs) and runs :func:`detect_components` when it exceeds :data:`SCREEN_RHAT` or the
-    model declares symmetries; ``True`` / ``"always"`` always runs it; ``False`` / ``"never"`` or one chain: ``None``.
+    model declares symmetries (runs shorter than :data:`SCREEN_MIN_DRAWS` draws: ``None``); ``True`` / ``"always"``
+    always runs it; ``False`` / ``"never"`` or one chain: ``None``.
     """
     if mode in (False, "never") or np.shape(inputs)[0] < 2:
         return None
@@ -206,6 +210,8 @@ def components_after_sampling(model: GenerativeModel, x_obs, inputs, stats: dict
     t0 = time.perf_counter()
     max_rhat = None
     if mode == "auto":
+        if np.shape(inputs)[1] < SCREEN_MIN_DRAWS:
+            return None
         import arviz as az
 
         with warnings.catch_warnings():
