@@ -51,7 +51,7 @@ def sample_from_one_component(example, symmetries, *, n_samples=1000, seed=1, **
     model = dataclasses.replace(example.model, symmetries=symmetries)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        result = dgm.sample(model, example.x_obs, n_chains=4, n_warmup=300, n_samples=n_samples, seed=seed,
+        result = dgm.sample(model, example.x_obs, n_chains=4, n_warmup=200, n_samples=n_samples, seed=seed,
                             initial_positions=example.start(0, 4, seed), progress=False, **options)
     assert no_component_warning(record)
     return result
@@ -72,6 +72,7 @@ def test_two_lines_weights_and_within_component_law():
     assert 0.3 < counts[0]["accepted"] / counts[0]["proposed"] < 0.8
     assert result.components.n_components == 2 and result.components.chains_moving == 4
     assert "symmetry_acceptance_rate" in result.to_arviz()["sample_stats"]
+    assert result.settings["symmetries"] == ["s0"]
 
 
 def test_four_lines_weights():
@@ -114,7 +115,7 @@ def test_exact_linear_gaussian_check_passes_with_moves_on():
     model = dataclasses.replace(linear_model(), symmetries=[lambda u: u - 2.0 * jnp.asarray(v) * jnp.dot(v, u)])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        result = dgm.sample(model, X_LINEAR, n_chains=4, n_warmup=300, n_samples=1000, seed=3, progress=False)
+        result = dgm.sample(model, X_LINEAR, n_chains=4, n_warmup=200, n_samples=600, seed=3, progress=False)
     assert no_component_warning(record)
     assert_linear_conditional_moments(result)
     assert result.components.n_components == 1 and result.components.n_pairs > 0
@@ -226,7 +227,7 @@ def test_declaration_errors():
 # ---------------------------------------------------------------------------------------------------------------------
 # detection
 # ---------------------------------------------------------------------------------------------------------------------
-def test_detection_warns_when_chains_sit_on_different_components():
+def test_detection_warns_when_chains_sit_on_different_components(tmp_path):
     example = disconnected.two_lines()
     starts = np.concatenate([example.start(0, 2, 0), example.start(1, 2, 1)])
     with pytest.warns(RuntimeWarning, match="no chain moved between them.*symmetries"):
@@ -235,6 +236,9 @@ def test_detection_warns_when_chains_sit_on_different_components():
     report = result.components
     assert report.n_components == 2 and report.chains_per_component == [2, 2] and report.stuck
     assert "2 components" in result.summary().attrs["components_text"]
+    assert list(result.component_table()["chains"]) == [2, 2]
+    result.save(tmp_path / "r.nc")
+    assert dgm.load(tmp_path / "r.nc").components == report  # saved with the result
 
 
 def test_detection_on_exact_draws():
