@@ -406,6 +406,7 @@ def sample(
             step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
             chain_method=chain_method, thin=thin,
         )
+        settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
         result = Result(
             latents=out["latents"],
             inputs=out["inputs"],
