@@ -325,6 +325,8 @@ def sample(
     given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}  # set by the user: must apply
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
         options = dict(options, adapt_step_size=bool(adapt_step_size))  # a method that decides it itself (ABC-MCMC)
+    if "n_warmup" in accepted_options(method):  # a method adapting parameters of its own in the warm-up (tempering)
+        options = dict(options, n_warmup=n_warmup)
     if compilation_cache:
         enable_compilation_cache()
     t_setup = time.perf_counter()

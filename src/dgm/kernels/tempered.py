@@ -71,6 +71,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
+
 from dgm.geometry.base import ManifoldPoint
 from dgm.geometry.lifted import lift, lifted_geometry, lifted_log_density
 from dgm.geometry.normal_map import invert_normal_map, log_abs_det_normal_map, normal_map
@@ -86,10 +88,12 @@ Array = jax.Array
 
 class TemperedState(NamedTuple):
     """The ladder of one chain: ``points.position`` is ``(L + 1, n + m)``, the lifted point ``(u, eta)`` of each
-    level (level 0 first); ``iteration`` selects the swap pairs (even-odd scheme)."""
+    level (level 0 first); ``iteration`` counts transitions (its parity selects the swap pairs); ``level_steps`` is
+    the dual-averaging state of the step sizes of levels ``1..L`` (BlackJAX, one per level)."""
 
     points: ManifoldPoint
     iteration: Array
+    level_steps: DualAveragingAdaptationState
 
     @property
     def position(self) -> Array:
@@ -104,18 +108,25 @@ class TemperedInfo(NamedTuple):
     num_integration_steps: Array
     energy: Array
     level_acceptance_rate: Array  # (L + 1,)
+    level_step_size: Array  # (L + 1,) the step size each level used
     level_failure: Array  # (L + 1,)
     swap_attempted: Array  # (L,) pair (l, l + 1) attempted this iteration
     swap_acceptance_rate: Array  # (L,) min(1, ratio), 0 when not attempted or invalid
     swap_accepted: Array  # (L,)
     jump_failure: Array  # failure code of the dimension-changing swap (0: none or not attempted)
-    mean_level_acceptance: Array  # adapted on by dual averaging
 
 
 def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: IntegratorSettings = IntegratorSettings(),
-                 n_steps=(4, 8), *, projection: str = "quasi-newton", log_det_gradient: str = "vjp"):
+                 n_steps=(4, 8), *, projection: str = "quasi-newton", log_det_gradient: str = "vjp",
+                 n_adapt: int = 0, initial_step_size: float = 0.1, target_acceptance: float = 0.8):
     """``(init(u) -> state, step(key, state, step_size) -> (state, info))`` for the ladder
-    ``(0, *noise_scales)`` (``noise_scales`` strictly increasing and positive: see :func:`check_noise_scales`)."""
+    ``(0, *noise_scales)`` (``noise_scales`` strictly increasing and positive: see :func:`check_noise_scales`).
+
+    ``step_size`` is level 0's (the driver adapts it on level 0's acceptance). Each noisy level has its own step
+    size, which matters at large ``sigma`` where the relaxation is far from the manifold and the lifted geometry no
+    longer absorbs the stiffness: dual averaging (BlackJAX) towards ``target_acceptance`` from
+    ``initial_step_size`` during the first ``n_adapt`` transitions (the driver's warm-up), frozen at its averaged
+    value afterwards, so the sampling phase runs a fixed kernel."""
     n = model.input_dim
     x_obs = jnp.asarray(x_obs)
     m = x_obs.shape[0]
@@ -129,6 +140,8 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
     def level_point(z, sigma):
         return geometry(sigma).point(z)
 
+    da_init, da_update, da_final = dual_averaging_adaptation(target_acceptance)
+
     def level_step(key, point, sigma, step_size):
         new, info = chmc.build_kernel(geometry(sigma), settings, n_steps)(key, chmc.CHMCState(point), step_size)
         return new.point, info
@@ -137,7 +150,8 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
         require_float64(u)
         # u on M lifts to (u, 0) on every M_sigma
         z = jnp.broadcast_to(jnp.concatenate([u, jnp.zeros((m,), u.dtype)]), (n_pairs + 1, n + m))
-        return TemperedState(jax.vmap(level_point)(z, sigmas), jnp.asarray(0, jnp.int32))
+        steps = jax.vmap(da_init)(jnp.full((n_pairs,), initial_step_size, u.dtype))
+        return TemperedState(jax.vmap(level_point)(z, sigmas), jnp.asarray(0, jnp.int32), steps)
 
     def log_p0(u, eta):  # log rho(u) - 1/2 log|J J^T| - |eta|^2 / 2: level 0's geometry, so the same code as CHMC
         return -geometry(sigmas[0]).point(jnp.concatenate([u, eta])).potential
@@ -149,15 +163,18 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
         """The dimension-changing swap of levels 0 and 1: (log ratio, u', eta', v', failure code)."""
         sigma = sigmas[1]
         v_new = normal_map(generator, u, eta, sigma)
-        back = invert_normal_map(generator, x_obs, v_new, sigma, settings.tol, settings.max_newton)
-        returns = jnp.max(jnp.abs(back.position - u)) <= settings.reverse_check_tol
-        reverse = invert_normal_map(generator, x_obs, v, sigma, settings.tol, settings.max_newton)
-        u_new, eta_new = reverse.position, reverse.eta
+        # S(v_new) must give back u (reversibility); S(v) is the proposal for level 0. One vmapped Newton solve
+        # (one loop in the compiled program), and one vmapped log-determinant below.
+        inverses = jax.vmap(lambda w: invert_normal_map(generator, x_obs, w, sigma, settings.tol,
+                                                        settings.max_newton))(jnp.stack([v_new, v]))
+        returns = jnp.max(jnp.abs(inverses.position[0] - u)) <= settings.reverse_check_tol
+        u_new, eta_new = inverses.position[1], inverses.eta[1]
+        log_det = jax.vmap(lambda a, b: log_abs_det_normal_map(generator, a, b, sigma))(
+            jnp.stack([u, u_new]), jnp.stack([eta, eta_new]))
         log_ratio = (log_p0(u_new, eta_new) + log_p1(v_new) - log_p0(u, eta) - log_p1(v)
-                     + log_abs_det_normal_map(generator, u, eta, sigma)
-                     - log_abs_det_normal_map(generator, u_new, eta_new, sigma))
+                     + log_det[0] - log_det[1])
         failure = jnp.where(
-            ~(back.converged & reverse.converged), NEWTON_NOT_CONVERGED,
+            ~jnp.all(inverses.converged), NEWTON_NOT_CONVERGED,
             jnp.where(~returns, NOT_REVERSIBLE, jnp.where(jnp.isfinite(log_ratio), OK, NON_FINITE)))
         log_ratio = jnp.where(failure == OK, log_ratio, -jnp.inf)
         return log_ratio, u_new, eta_new, v_new, failure.astype(jnp.int32)
@@ -168,8 +185,12 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
     def step(key: Array, state: TemperedState, step_size) -> tuple[TemperedState, TemperedInfo]:
         key_levels, key_eta, key_swap = jax.random.split(key, 3)
         # 1. constrained HMC on every level
-        points, infos = jax.vmap(level_step, in_axes=(0, 0, 0, None))(
-            jax.random.split(key_levels, n_pairs + 1), state.points, sigmas, step_size)
+        adapting = state.iteration < n_adapt
+        noisy_steps = jnp.where(adapting, jnp.exp(state.level_steps.log_step_size), jax.vmap(da_final)(state.level_steps))
+        steps = jnp.concatenate([jnp.reshape(step_size, (1,)).astype(noisy_steps.dtype), noisy_steps])
+        points, infos = jax.vmap(level_step)(jax.random.split(key_levels, n_pairs + 1), state.points, sigmas, steps)
+        level_steps = jax.lax.cond(adapting, lambda d: jax.vmap(da_update)(d, infos.acceptance_rate[1:]),
+                                   lambda d: d, state.level_steps)
         z = points.position
         u_levels = z[:, :n]
         # 2. exact Gibbs refresh of eta at level 0
@@ -213,14 +234,14 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
             num_integration_steps=infos.num_integration_steps[0],
             energy=infos.energy[0],
             level_acceptance_rate=infos.acceptance_rate,
+            level_step_size=steps,
             level_failure=infos.failure,
             swap_attempted=attempted,
             swap_acceptance_rate=swap_rate,
             swap_accepted=accepted,
             jump_failure=jump_failure,
-            mean_level_acceptance=jnp.mean(infos.acceptance_rate),
         )
-        return TemperedState(points, state.iteration + 1), info
+        return TemperedState(points, state.iteration + 1, level_steps), info
 
     return init, step
 
@@ -274,15 +295,16 @@ def default_noise_scales(x_obs, lowest: float = DEFAULT_LOWEST):
 
 def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_size=None, n_steps=(4, 8), n_inner=1,
                     tol=1e-8, max_newton=50, reverse_check_tol=None, projection="quasi-newton",
-                    log_det_gradient="vjp", target_acceptance=0.8, init_max_iterations=100) -> Method:
+                    log_det_gradient="vjp", target_acceptance=0.8, init_max_iterations=100, n_warmup=0) -> Method:
     """Constrained HMC tempered over ``noise_scales`` as a :class:`~dgm.kernels.base.Method` (``"chmc-tempered"``).
 
     ``noise_scales``: the ladder ``sigma_1 < ... < sigma_L`` of Gaussian output-noise scales (``sigma_0 = 0`` is
     added); default :func:`default_noise_scales`. One driver chain is one ladder; only level 0 is recorded.
     Per-draw statistics beyond constrained HMC's (which are level 0's): ``level_acceptance_rate``, ``level_failure``
     (``L + 1``), ``swap_attempted``, ``swap_acceptance_rate``, ``swap_accepted`` (``L`` pairs), ``jump_failure``;
-    :func:`tempering_summary` condenses them. The step size (shared by the levels) is adapted on the mean of the
-    levels' acceptance rates.
+    :func:`tempering_summary` condenses them. The driver's step size is level 0's (adapted on level 0's acceptance);
+    the noisy levels adapt their own during the first ``n_warmup`` transitions (the driver passes its ``n_warmup``)
+    and keep them fixed afterwards (``level_step_size`` records them).
     """
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5
@@ -290,8 +312,10 @@ def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_si
     if settings.n_inner < 1:
         raise ValueError(f"n_inner must be >= 1, got {n_inner!r}")
     scales = default_noise_scales(x_obs) if noise_scales is None else jnp.asarray(check_noise_scales(noise_scales))
+    initial_step_size = 0.1 if step_size is None else float(step_size)
     init, step = build_kernel(model, x_obs, scales, settings, n_steps, projection=projection,
-                              log_det_gradient=log_det_gradient)
+                              log_det_gradient=log_det_gradient, n_adapt=int(n_warmup),
+                              initial_step_size=initial_step_size, target_acceptance=target_acceptance)
     n = model.input_dim
 
     def initial_positions(key, n_chains):
@@ -310,9 +334,9 @@ def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_si
         init=init,
         step=step,
         position=lambda state: state.position[:n],
-        acceptance=lambda info: info.mean_level_acceptance,
+        acceptance=lambda info: info.acceptance_rate,
         stats=lambda info: info._asdict(),
-        initial_step_size=0.1 if step_size is None else float(step_size),
+        initial_step_size=initial_step_size,
         target_acceptance=target_acceptance,
         epsilon=0.0,
         kernel="exact",
