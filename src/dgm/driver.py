@@ -268,7 +268,9 @@ def sample(
       model: the :class:`dgm.GenerativeModel`.
       x_obs: observed values, shape ``model.output_shape()``; checked for shape and finiteness.
       method: ``"chmc"`` (constrained HMC), ``"chmc-dynamic"`` (constrained HMC with dynamic integration time,
-        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
+        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"chmc-tempered"`` (constrained HMC tempered over
+        a ladder of noise scales ``noise_scales``, moving exactly between the components of a disconnected
+        manifold; :mod:`dgm.kernels.tempered`), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
         relaxation: pass ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
       n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
       step_size: integrator step size (``> 0``); ``None`` adapts it: by dual averaging during warm-up or, with
