@@ -10,10 +10,11 @@
   inverts it.
 * Bad ladders are clear errors.
 
-Checked by hand (see the report of issue 16): with the jump's Jacobian dropped the cubic-lines weights are off by
-12 MCSE and the curve's ``E[u2^2]`` by 19 MCSE; with ``|J J^T|^{-1/2}`` dropped at level 0 the cubic-lines
-weights are off by 5 MCSE. The two- and four-lines examples cannot detect either (``|J J^T|`` is the same on every
-line and the lines are flat), hence the cubic lines.
+Checked by hand with ``tests/tempered_broken_science.py``: with the jump's Jacobian dropped the cubic-lines weights
+are off by up to 12 MCSE and the curve's ``E[u2^2]`` by 19 MCSE (also a test below); with ``|J J^T|^{-1/2}`` dropped
+at level 0 the cubic-lines weights are off by 5 MCSE and the curve's ``E[u2^2]`` by 21. The two- and four-lines
+examples cannot detect either (``|J J^T|`` is the same on every line and the lines are flat), hence the cubic
+lines.
 """
 
 import jax
@@ -110,6 +111,20 @@ def test_within_component_law_unchanged_on_a_curve():
     result = dgm.sample(curve_model(), np.array([X_CURVE]), method=METHOD, n_chains=4, n_warmup=300,
                         n_samples=1500, seed=5, progress=False)
     assert_curve_matches_quadrature(result)
+
+
+@pytest.mark.slow
+def test_dropping_the_jump_jacobian_is_detectably_wrong(monkeypatch):
+    """The curve check above can fail: without ``log|det DT|`` in the jump's ratio, E[u2^2] moves > 8 MCSE away
+    (by hand: 19 MCSE; ``tests/tempered_broken_science.py`` breaks the determinant too)."""
+    import dgm.kernels.tempered as tempered
+    from test_chmc_exact import curve_moment
+
+    monkeypatch.setattr(tempered, "log_abs_det_normal_map", lambda generator, u, eta, sigma: jnp.zeros((), u.dtype))
+    result = dgm.sample(curve_model(), np.array([X_CURVE]), method=METHOD, n_chains=4, n_warmup=300,
+                        n_samples=1500, seed=5, progress=False)
+    t = result.inputs[..., 1]
+    assert abs(np.mean(t**2) - curve_moment(lambda s: s**2)) > 8 * mcse(t**2)
 
 
 # -- the dimension-changing map --------------------------------------------------------------------------------------

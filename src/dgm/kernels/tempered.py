@@ -349,7 +349,10 @@ def tempering_summary(result) -> dict:
     """Swap and level statistics of a ``"chmc-tempered"`` :class:`dgm.Result` (sampling phase):
     ``noise_scales``; ``swap_acceptance`` (per pair ``(l, l+1)``, mean acceptance probability over attempts);
     ``swaps_attempted``, ``swaps_accepted`` (counts per pair); ``jump_failures`` (the dimension-changing swap's
-    rejections by reason); ``level_acceptance`` (mean constrained-HMC acceptance per level)."""
+    rejections by reason); ``level_acceptance`` (mean constrained-HMC acceptance per level).
+
+    Computed from the recorded transitions: with an even ``thin`` every recorded transition has the same parity, so
+    only half the pairs appear as attempted (the kernel still runs them all); use an odd ``thin`` to see them all."""
     stats = result.stats
     attempted = np.asarray(stats["swap_attempted"], dtype=bool)
     rate = np.asarray(stats["swap_acceptance_rate"], dtype=float)
