@@ -1,6 +1,7 @@
 """dgm: asymptotically exact inference in differentiable generative models.
 
-Public face: :class:`GenerativeModel`, :func:`sample`, :class:`Result`, :func:`load`, :func:`float64`.
+Public face: :class:`GenerativeModel`, :func:`sample`, :class:`Result`, :func:`load`, :func:`float64`,
+:class:`Symmetry`.
 
 The names are imported on first use (PEP 562), so ``import dgm.threads`` can configure CPU threads before NumPy and
 JAX are loaded (see :mod:`dgm.threads`).
@@ -14,9 +15,10 @@ _PUBLIC = {
     "float64": "dgm.precision",
     "Result": "dgm.result",
     "load": "dgm.result",
+    "Symmetry": "dgm.symmetry",
 }
 
-__all__ = ["GenerativeModel", "sample", "Result", "load", "float64"]
+__all__ = ["GenerativeModel", "sample", "Result", "load", "float64", "Symmetry"]
 __version__ = "0.1.0"
 
 

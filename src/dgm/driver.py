@@ -24,12 +24,14 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reason
 
 from dgm.adaptation import initial_metric_state, metric_window_step, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
+from dgm.components import components_after_sampling, warn_if_stuck
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
 from dgm.precision import float64
 from dgm.result import Result, schema_stats
+from dgm.symmetry import check_symmetries
 
 
 class _Progress:
@@ -260,6 +262,7 @@ def sample(
     initial_positions=None,
     chunk_size: int = 100,
     compilation_cache: bool = True,
+    detect_components="auto",
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -300,6 +303,10 @@ def sample(
         differ — neither traces nor compiles again.
       compilation_cache: use JAX's persistent compilation cache (on disk, shared between processes; see
         :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
+      detect_components: for the exact (manifold) methods with several chains, find the connected components of the
+        manifold the chains occupy (:mod:`dgm.components`; ``result.components``) and warn when several are occupied
+        and no chain moved between them. ``"auto"``: path tests when the chains disagree (R-hat of ``u`` above
+        1.05) or the model declares symmetries; ``True``: always; ``False``: never.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
         ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
@@ -313,6 +320,8 @@ def sample(
     Warns:
       RuntimeWarning: when more than ``FAILURE_WARNING_RATE`` of the warm-up or of the sampling iterations failed
       numerically (with the counts by reason).
+      RuntimeWarning: when the draws lie on several disconnected components of the manifold and no chain moved
+      between them (see ``detect_components``).
     """
     for name, value, minimum in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1), ("n_warmup", n_warmup, 0),
                                  ("thin", thin, 1), ("chunk_size", chunk_size, 1)):
@@ -361,6 +370,9 @@ def sample(
                                                  check_structure=options.get("geometry", "auto") != "dense")
         if positions.shape != (n_chains, model.input_dim):
             raise ValueError(f"initial positions have shape {positions.shape}, expected {(n_chains, model.input_dim)}")
+        if model.symmetries:  # declared maps must preserve g (and be undone by their inverse) where chains start
+            check_symmetries(model.symmetries, model.generator, positions, tol=common["tol"], name=repr(model.name),
+                             inverse_tol=options.get("reverse_check_tol") or common["tol"] ** 0.5)
         initial = np.nan if algorithm.initial_step_size is None else algorithm.initial_step_size
         step_sizes = jnp.full((n_chains,), initial, jnp.float64)
         da_init, _, da_final = dual_averaging_adaptation(algorithm.target_acceptance)
@@ -411,6 +423,8 @@ def sample(
             chain_method=chain_method, thin=thin,
         )
         settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
+        if model.symmetries:
+            settings["symmetries"] = [sym.name for sym in model.symmetries]
         result = Result(
             latents=out["latents"],
             inputs=out["inputs"],
@@ -430,7 +444,12 @@ def sample(
                 FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
             kernel=algorithm.kernel,
         )
+        if algorithm.kernel == "exact":  # constrained HMC: which components of the manifold do the chains occupy?
+            result.components = components_after_sampling(
+                model, x, result.inputs, stats, detect_components, tol=common["tol"],
+                max_newton=common["max_newton"], geometry=options.get("geometry", "auto"))
     _report(result, progress)
+    warn_if_stuck(result.components, result.method)
     return result
 
 
@@ -486,3 +505,6 @@ def _report(result: Result, progress: bool) -> None:
             f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )
+        extra = result.symmetry_summary_line()
+        if extra:
+            print(extra, file=sys.stderr)

@@ -58,7 +58,7 @@ def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", l
 def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
                 reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
                 target_acceptance=0.8, init_max_iterations=100,
-                metric="identity", inverse_mass=None, adapt_metric=True) -> Method:
+                metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
     geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5  # Algorithm 1's sqrt(eps)
@@ -86,10 +86,23 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
         epsilon=0.0,
         kernel="exact",
         log_density=lambda state: -state.point.potential,  # log rho(u) - 1/2 log|J J^T| (eq. 16)
+        relocate=lambda state, u: chmc.init(u, geom),
     )
-    return apply_metric(method, model, x_obs, lambda g: chmc.build_kernel(g, settings, n_steps), metric=metric,
-                        inverse_mass=inverse_mass, adapt_metric=adapt_metric, projection=projection,
-                        log_det_gradient=log_det_gradient, geometry=geometry)
+    method = apply_metric(method, model, x_obs, lambda g: chmc.build_kernel(g, settings, n_steps), metric=metric,
+                          inverse_mass=inverse_mass, adapt_metric=adapt_metric, projection=projection,
+                          log_det_gradient=log_det_gradient, geometry=geometry)
+    return with_declared_symmetries(method, model, x_obs, symmetry_probability, settings)
+
+
+def with_declared_symmetries(method: Method, model, x_obs, probability, settings: IntegratorSettings) -> Method:
+    """``method`` with the exact symmetry moves of :mod:`dgm.kernels.symmetry` after each transition (with
+    probability ``probability``) when ``model`` declares symmetries; unchanged otherwise or when ``probability`` is 0."""
+    if not model.symmetries or probability == 0:
+        return method
+    from dgm.kernels.symmetry import with_symmetry_moves
+
+    return with_symmetry_moves(method, model.generator, x_obs, model.symmetries, probability=probability,
+                               tol=settings.tol, reverse_check_tol=settings.reverse_check_tol)
 
 
 def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_mass, adapt_metric, projection,
@@ -123,14 +136,14 @@ def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_ma
 def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
                         projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
                         max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100,
-                        metric="identity", inverse_mass=None, adapt_metric=True) -> Method:
+                        metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
     """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
     tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
     chosen by the no-U-turn criterion, capped at ``2**max_tree_depth - 1`` steps)."""
     static = chmc_method(model, x_obs, step_size=step_size, n_inner=n_inner, tol=tol, max_newton=max_newton,
                          reverse_check_tol=reverse_check_tol, projection=projection, log_det_gradient=log_det_gradient,
                          geometry=geometry, target_acceptance=target_acceptance,
-                         init_max_iterations=init_max_iterations)
+                         init_max_iterations=init_max_iterations, symmetry_probability=0.0)
     with warnings.catch_warnings():  # chmc_method has already warned about the geometry choice
         warnings.simplefilter("ignore")
         geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient,
@@ -144,9 +157,10 @@ def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, ma
                                          max_delta_energy=float(max_delta_energy))
 
     method = static._replace(name="chmc-dynamic", init=lambda u: chmc_dynamic.init(u, geom), step=kernel_for(geom))
-    return apply_metric(method, model, x_obs, kernel_for, metric=metric, inverse_mass=inverse_mass,
-                        adapt_metric=adapt_metric, projection=projection, log_det_gradient=log_det_gradient,
-                        geometry=geometry)
+    method = apply_metric(method, model, x_obs, kernel_for, metric=metric, inverse_mass=inverse_mass,
+                          adapt_metric=adapt_metric, projection=projection, log_det_gradient=log_det_gradient,
+                          geometry=geometry)
+    return with_declared_symmetries(method, model, x_obs, symmetry_probability, settings)
 
 
 def hmc_method(model, x_obs, *, algorithm="hmc", noise_scale=None, step_size=None, n_steps=(4, 8), tol=1e-8,

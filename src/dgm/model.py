@@ -12,7 +12,10 @@ A :class:`GenerativeModel` bundles
   fresh ``u_2``). Default: all inputs;
 * ``latent_names``: optional names of the entries of ``z`` for tables and ArviZ coordinates;
 * ``structure``: optional declaration of Markov / independent structure (see :mod:`dgm.structure`), used by
-  :func:`dgm.sample` to pick the linear-time geometry.
+  :func:`dgm.sample` to pick the linear-time geometry;
+* ``symmetries``: optional maps ``s(u)`` with ``g(s(u)) = g(u)`` (involutions, or :class:`dgm.Symmetry` with an
+  inverse or an order), used by the constrained HMC methods as exact Metropolis–Hastings moves between the connected
+  components of the manifold (:mod:`dgm.symmetry`, :mod:`dgm.kernels.symmetry`).
 
 Conditioning on ``x = x_obs`` restricts ``u`` to the manifold ``{u : g(u) = x_obs}``; the constrained-HMC target on
 it is ``rho(u) |J J^T|^{-1/2}`` with ``J = dg/du`` (eq. 16).
@@ -55,6 +58,7 @@ class GenerativeModel:
     structure: Any = None
     name: str = "model"
     latent_names: Optional[tuple] = None
+    symmetries: Any = ()
 
     def __post_init__(self):
         if not callable(self.generator):
@@ -71,6 +75,9 @@ class GenerativeModel:
             object.__setattr__(self, "latents", _identity)
         if self.log_input_density is None:
             object.__setattr__(self, "log_input_density", standard_normal_log_density)
+        from dgm.symmetry import as_symmetries
+
+        object.__setattr__(self, "symmetries", as_symmetries(self.symmetries))
 
     # -- shape information -------------------------------------------------------------------------
     def _abstract_input(self):

@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from dgm.components import ComponentReport
 from dgm.integrator import FAILURE_NAMES
 
 
@@ -54,6 +55,11 @@ class Result:
         (``thin > 1``); :meth:`rejection_counts` adds them to the recorded ones.
       kernel: what ``epsilon`` means: ``"uniform ball"`` (a radius), ``"Gaussian"`` (a per-output noise standard
         deviation) or ``"exact"`` (see :class:`dgm.kernels.base.Method`).
+      components: the connected components of the manifold the chains occupy (constrained HMC with several chains,
+        :class:`dgm.components.ComponentReport`: number, chains per component, which chains moved between them);
+        ``None`` when not checked. With declared symmetries ``stats`` also holds ``symmetry_proposed``,
+        ``symmetry_accepted``, ``symmetry_acceptance_rate``, ``symmetry_index`` and ``symmetry_failure``
+        (:mod:`dgm.kernels.symmetry`); :meth:`symmetry_counts` sums them.
     """
 
     latents: np.ndarray
@@ -72,6 +78,7 @@ class Result:
     setup_time: float = 0.0
     unrecorded_failures: dict = dataclasses.field(default_factory=dict)
     kernel: Optional[str] = None
+    components: Optional[ComponentReport] = None
 
     @property
     def n_chains(self) -> int:
@@ -94,6 +101,33 @@ class Result:
         failure = np.asarray(stats["failure"])
         extra = {} if warmup else self.unrecorded_failures
         return {name: int(np.sum(failure == code)) + int(extra.get(name, 0)) for code, name in FAILURE_NAMES.items()}
+
+    def symmetry_counts(self) -> dict:
+        """``{symmetry index: {"proposed", "accepted", "failed"}}`` over the recorded draws (empty without symmetry
+        moves); the names of the declared symmetries are in ``settings["symmetries"]``."""
+        if "symmetry_proposed" not in self.stats:
+            return {}
+        index = np.asarray(self.stats["symmetry_index"])
+        proposed = np.asarray(self.stats["symmetry_proposed"], bool)
+        accepted = np.asarray(self.stats["symmetry_accepted"], bool)
+        failed = np.asarray(self.stats["symmetry_failure"]) != 0
+        return {int(k): {"proposed": int(np.sum(proposed & (index == k))),
+                         "accepted": int(np.sum(accepted & (index == k))),
+                         "failed": int(np.sum(failed & (index == k)))}
+                for k in np.unique(index[proposed])}
+
+    def symmetry_summary_line(self) -> str:
+        """One line on the symmetry moves and the components occupied, for the closing report ('' if neither)."""
+        parts = []
+        names = self.settings.get("symmetries") or []
+        for k, c in self.symmetry_counts().items():
+            name = names[k] if k < len(names) else f"s{k}"
+            rate = c["accepted"] / max(c["proposed"], 1)
+            parts.append(f"symmetry {name}: {c['accepted']}/{c['proposed']} accepted ({rate:.2f})"
+                         + (f", {c['failed']} failed" if c["failed"] else ""))
+        if self.components is not None:
+            parts.append(f"manifold components occupied: {self.components.describe()}")
+        return "; ".join(parts)
 
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
@@ -134,6 +168,7 @@ class Result:
             "dgm_step_size": json.dumps(np.asarray(self.step_size, dtype=float).tolist()),
             "dgm_settings": json.dumps(self.settings, default=str),
             "dgm_latent_names": json.dumps(self.latent_names),
+            "dgm_components": json.dumps(None if self.components is None else self.components.to_dict()),
         }
 
     # -- summaries --------------------------------------------------------------------------------------------
@@ -148,7 +183,21 @@ class Result:
         table = table[["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].astype(float)
         table["ess_per_sec"] = table["ess_bulk"] / max(self.wall_time, 1e-12)
         table["max_residual"] = self.max_residual
+        if self.components is not None:  # per-component chain counts (dgm.components)
+            table.attrs["components"] = self.components.to_dict()
+            table.attrs["components_text"] = self.components.describe()
         return table
+
+    def component_table(self):
+        """``pandas.DataFrame``, one row per manifold component occupied: chains with draws in it and the share of
+        the checked draws (``None`` when components were not checked)."""
+        import pandas as pd
+
+        if self.components is None:
+            return None
+        c = self.components
+        return pd.DataFrame({"chains": c.chains_per_component, "draw_fraction": c.draw_fractions},
+                            index=pd.Index(range(c.n_components), name="component"))
 
     def __repr__(self) -> str:
         counts = self.rejection_counts()
@@ -156,7 +205,8 @@ class Result:
         return (
             f"Result(method={self.method!r}, chains={self.n_chains}, draws={self.n_draws}, "
             f"acceptance={self.acceptance_rate:.3f}, failures: {failures}, wall_time={self.wall_time:.2f}s, "
-            f"compile_time={self.compile_time:.2f}s, max_residual={self.max_residual:.2e})"
+            f"compile_time={self.compile_time:.2f}s, max_residual={self.max_residual:.2e}"
+            + ("" if self.components is None else f", components: {self.components.describe()}") + ")"
         )
 
     # -- persistence ----------------------------------------------------------------------------------------
@@ -219,4 +269,5 @@ def load(path) -> Result:
         setup_time=float(attrs.get("dgm_setup_time", 0.0)),
         unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
         kernel=json.loads(attrs.get("dgm_kernel", "null")),
+        components=ComponentReport.from_dict(json.loads(attrs.get("dgm_components", "null"))),
     )

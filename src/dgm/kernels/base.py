@@ -41,6 +41,8 @@ class Method(NamedTuple):
         (:mod:`dgm.kernels.metric`): the driver's warm-up then adapts ``M^{-1}`` too (:mod:`dgm.adaptation`).
       settings: optional settings the method chose itself (e.g. a default ladder of noise scales), recorded in
         ``Result.settings``.
+      relocate: optional ``(state, u) -> state``, the state at another point ``u`` of the manifold keeping the rest of
+        the state (the metric): what the symmetry moves of :mod:`dgm.kernels.symmetry` need.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Method(NamedTuple):
     log_density: Optional[Callable[[Any], Array]] = None
     set_inverse_mass: Optional[Callable[[Any, Array], Any]] = None
     settings: Optional[dict] = None
+    relocate: Optional[Callable[[Any, Array], Any]] = None
 
 
 KERNEL_LABELS = {"uniform": "uniform ball", "gaussian": "Gaussian"}

@@ -100,8 +100,11 @@ def with_diagonal_metric(method: Method, geometry_for: Callable[[Array], Any],
         half_log_det = 0.5 * jnp.linalg.slogdet(jacobian @ jacobian.T)[1]
         return -state.point.potential + geometry_for(state.scale).half_log_det_gram(factor) - half_log_det
 
+    def relocate(state: MetricState, u: Array) -> MetricState:
+        return init_scaled(u, state.scale)
+
     return method._replace(init=init, step=step, position=lambda state: state.position,
-                           set_inverse_mass=set_inverse_mass, log_density=log_density)
+                           set_inverse_mass=set_inverse_mass, log_density=log_density, relocate=relocate)
 
 
 def check_inverse_mass(inverse_mass, dim: int):

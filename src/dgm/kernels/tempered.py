@@ -65,6 +65,7 @@ after the swaps, and on even iterations two Newton solves of the ``(n + m)``-dim
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -306,6 +307,9 @@ def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_si
     the noisy levels adapt their own during the first ``n_warmup`` transitions (the driver passes its ``n_warmup``)
     and keep them fixed afterwards (``level_step_size`` records them).
     """
+    if getattr(model, "symmetries", None):
+        warnings.warn(f"{model.name}: chmc-tempered does not apply the model's declared symmetries (it moves between "
+                      "components without them); method='chmc' applies them", stacklevel=3)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5
     settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
