@@ -14,8 +14,10 @@ and targets their product ``prod_l pi_l``, so the level-0 draws are exactly ``pi
 the Newton tolerance, as Algorithm 1 itself). One transition of the chain is, in order:
 
 1. **Within levels**: one constrained-HMC transition (:func:`dgm.kernels.chmc.build_kernel`, unchanged) on every
-   level, ``vmap``-ed over the ladder with ``sigma`` as data, one shared step size (Au, Graham & Thiery 2023: on
-   the lifted manifold the step size need not shrink with ``sigma``). Each leaves its own ``pi_l`` invariant.
+   level, ``vmap``-ed over the ladder with ``sigma`` as data. Each leaves its own ``pi_l`` invariant. On the lifted
+   manifold the step size need not shrink as ``sigma -> 0`` (Au, Graham & Thiery 2023), but at large ``sigma`` the
+   relaxation is stiffer than the manifold, so each noisy level has its own step size, adapted during the warm-up
+   and fixed afterwards (see :func:`build_kernel`); level 0's is the driver's.
 2. **Refresh** ``eta_0 ~ N(0, I_m)``: an exact Gibbs step (at ``sigma = 0`` ``eta`` is independent of ``u``).
 3. **Swaps** between adjacent levels, the disjoint pairs ``(l, l+1)`` with ``l`` of the iteration's parity
    (deterministic even-odd swaps, Syed et al. 2022; each pair swap is a Metropolis-Hastings move reversible w.r.t.
