@@ -77,4 +77,5 @@ def main(name: str, broken: str, n_samples: int) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else (1500 if sys.argv[1] == "curve" else 1000))
+    default = 1500 if sys.argv[1] == "curve" else 1000
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else default)

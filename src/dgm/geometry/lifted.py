@@ -10,7 +10,8 @@ with density ``rho(u) N(eta; 0, I) |J_sigma J_sigma^T|^{-1/2}`` w.r.t. its ``n``
 eq. 16 of the paper for the generator ``(u, eta) -> g(u) + sigma eta`` with input density ``rho(u) N(eta)``.
 
 Why (the graph chart, one line of the coarea formula): for ``sigma > 0``, ``M_sigma`` is the graph of
-``eta(u) = (x_obs - g(u)) / sigma``, so ``dH = |I_n + J^T J / sigma^2|^{1/2} du = sigma^{-m} |J J^T + sigma^2 I|^{1/2} du``
+``eta(u) = (x_obs - g(u)) / sigma``, so
+``dH = |I_n + J^T J / sigma^2|^{1/2} du = sigma^{-m} |J J^T + sigma^2 I|^{1/2} du``
 (Sylvester's determinant identity) and
 
     rho(u) N(eta(u)) |J J^T + sigma^2 I|^{-1/2} dH = sigma^{-m} rho(u) N((x_obs - g(u)) / sigma) du ∝ pi_sigma(u) du.

@@ -14,10 +14,10 @@ and targets their product ``prod_l pi_l``, so the level-0 draws are exactly ``pi
 the Newton tolerance, as Algorithm 1 itself). One transition of the chain is, in order:
 
 1. **Within levels**: one constrained-HMC transition (:func:`dgm.kernels.chmc.build_kernel`, unchanged) on every
-   level, ``vmap``-ed over the ladder with ``sigma`` as data. Each leaves its own ``pi_l`` invariant. On the lifted
-   manifold the step size need not shrink as ``sigma -> 0`` (Au, Graham & Thiery 2023), but at large ``sigma`` the
-   relaxation is stiffer than the manifold, so each noisy level has its own step size, adapted during the warm-up
-   and fixed afterwards (see :func:`build_kernel`); level 0's is the driver's.
+   level (one after another on CPU, ``vmap``-ed on accelerators), ``sigma`` as data. Each leaves its own ``pi_l``
+   invariant. On the lifted manifold the step size need not shrink as ``sigma -> 0`` (Au, Graham & Thiery 2023),
+   but at large ``sigma`` the relaxation is stiffer than the manifold, so each noisy level has its own step size,
+   adapted during the warm-up and fixed afterwards (see :func:`build_kernel`); level 0's is the driver's.
 2. **Refresh** ``eta_0 ~ N(0, I_m)``: an exact Gibbs step (at ``sigma = 0`` ``eta`` is independent of ``u``).
 3. **Swaps** between adjacent levels, the disjoint pairs ``(l, l+1)`` with ``l`` of the iteration's parity
    (deterministic even-odd swaps, Syed et al. 2022; each pair swap is a Metropolis-Hastings move reversible w.r.t.
@@ -119,9 +119,11 @@ class TemperedInfo(NamedTuple):
     jump_failure: Array  # failure code of the dimension-changing swap (0: none or not attempted)
 
 
-def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: IntegratorSettings = IntegratorSettings(),
-                 n_steps=(4, 8), *, projection: str = "quasi-newton", log_det_gradient: str = "vjp",
-                 n_adapt: int = 0, initial_step_size: float = 0.1, target_acceptance: float = 0.8):
+def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
+                 settings: IntegratorSettings = IntegratorSettings(), n_steps=(4, 8), *,
+                 projection: str = "quasi-newton", log_det_gradient: str = "vjp",
+                 n_adapt: int = 0, initial_step_size: float = 0.1, target_acceptance: float = 0.8,
+                 level_method: str = "auto"):
     """``(init(u) -> state, step(key, state, step_size) -> (state, info))`` for the ladder
     ``(0, *noise_scales)`` (``noise_scales`` strictly increasing and positive: see :func:`check_noise_scales`).
 
@@ -129,7 +131,21 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
     size, which matters at large ``sigma`` where the relaxation is far from the manifold and the lifted geometry no
     longer absorbs the stiffness: dual averaging (BlackJAX) towards ``target_acceptance`` from
     ``initial_step_size`` during the first ``n_adapt`` transitions (the driver's warm-up), frozen at its averaged
-    value afterwards, so the sampling phase runs a fixed kernel."""
+    value afterwards, so the sampling phase runs a fixed kernel.
+
+    ``level_method``: how the levels share the machine, as the driver's ``chain_method``: ``"vectorized"``
+    (``vmap``), ``"sequential"`` (``lax.map``, one level after another: 15 % faster per transition on CPU for the
+    2-D example, where lock-stepped loops over levels waste work) or ``"auto"`` (sequential on CPU)."""
+    if level_method == "auto":
+        level_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    if level_method not in ("vectorized", "sequential"):
+        raise ValueError(f"level_method must be 'auto', 'vectorized' or 'sequential', got {level_method!r}")
+
+    def over_levels(fn):
+        if level_method == "vectorized":
+            return jax.vmap(fn)
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
     n = model.input_dim
     x_obs = jnp.asarray(x_obs)
     m = x_obs.shape[0]
@@ -189,9 +205,11 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
         key_levels, key_eta, key_swap = jax.random.split(key, 3)
         # 1. constrained HMC on every level
         adapting = state.iteration < n_adapt
-        noisy_steps = jnp.where(adapting, jnp.exp(state.level_steps.log_step_size), jax.vmap(da_final)(state.level_steps))
+        noisy_steps = jnp.where(adapting, jnp.exp(state.level_steps.log_step_size),
+                                jax.vmap(da_final)(state.level_steps))
         steps = jnp.concatenate([jnp.reshape(step_size, (1,)).astype(noisy_steps.dtype), noisy_steps])
-        points, infos = jax.vmap(level_step)(jax.random.split(key_levels, n_pairs + 1), state.points, sigmas, steps)
+        points, infos = over_levels(level_step)(jax.random.split(key_levels, n_pairs + 1), state.points, sigmas,
+                                                steps)
         level_steps = jax.lax.cond(adapting, lambda d: jax.vmap(da_update)(d, infos.acceptance_rate[1:]),
                                    lambda d: d, state.level_steps)
         z = points.position
@@ -224,7 +242,7 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales, settings: I
         new_z = lifted.at[0].set(jnp.concatenate([new_u[0], new_eta0]))
         changed = (source != jnp.arange(n_pairs + 1)).at[0].set(True)
         new_z = jnp.where(changed[:, None], new_z, z)  # unchanged levels keep their point exactly
-        recomputed = jax.vmap(level_point)(new_z, sigmas)
+        recomputed = over_levels(level_point)(new_z, sigmas)
         points = jax.tree_util.tree_map(
             lambda new, old: jnp.where(changed.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), recomputed, points)
 
@@ -264,7 +282,8 @@ def check_noise_scales(noise_scales) -> tuple:
     except (TypeError, ValueError):
         raise ValueError(f"noise_scales must be a sequence of numbers, got {noise_scales!r}") from None
     if scales.ndim != 1 or scales.size < 1:
-        raise ValueError(f"noise_scales must be a non-empty 1-D sequence (sigma_1 < ... < sigma_L), got {noise_scales!r}")
+        raise ValueError(f"noise_scales must be a non-empty 1-D sequence (sigma_1 < ... < sigma_L), got "
+                         f"{noise_scales!r}")
     if not np.all(np.isfinite(scales)):
         raise ValueError(f"noise_scales must be finite, got {noise_scales!r}")
     if not np.all(scales > 0):
