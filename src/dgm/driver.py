@@ -271,7 +271,9 @@ def sample(
       model: the :class:`dgm.GenerativeModel`.
       x_obs: observed values, shape ``model.output_shape()``; checked for shape and finiteness.
       method: ``"chmc"`` (constrained HMC), ``"chmc-dynamic"`` (constrained HMC with dynamic integration time,
-        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
+        NUTS-style; ``max_tree_depth``, ``max_delta_energy``), ``"chmc-tempered"`` (constrained HMC tempered over
+        a ladder of noise scales ``noise_scales``, moving exactly between the components of a disconnected
+        manifold; :mod:`dgm.kernels.tempered`), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
         relaxation: pass ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
       n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
       step_size: integrator step size (``> 0``); ``None`` adapts it: by dual averaging during warm-up or, with
@@ -335,6 +337,8 @@ def sample(
     given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}  # set by the user: must apply
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
         options = dict(options, adapt_step_size=bool(adapt_step_size))  # a method that decides it itself (ABC-MCMC)
+    if "n_warmup" in accepted_options(method):  # a method adapting parameters of its own in the warm-up (tempering)
+        options = dict(options, n_warmup=n_warmup)
     if compilation_cache:
         enable_compilation_cache()
     t_setup = time.perf_counter()
@@ -419,6 +423,7 @@ def sample(
             step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
             chain_method=chain_method, thin=thin,
         )
+        settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
         if model.symmetries:
             settings["symmetries"] = [sym.name for sym in model.symmetries]
         result = Result(

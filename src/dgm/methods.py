@@ -25,6 +25,7 @@ from dgm.integrator import IntegratorSettings
 from dgm.kernels import chmc, chmc_dynamic, hmc
 from dgm.kernels.abc import abc_mcmc_method
 from dgm.kernels.pm_slice import pm_slice_method
+from dgm.kernels.tempered import tempered_method
 from dgm.kernels.base import Method
 from dgm.kernels.metric import METRICS, check_inverse_mass, scaled_model_parts, with_diagonal_metric
 from dgm.model import GenerativeModel
@@ -206,6 +207,7 @@ def abc_hmc_method(model, x_obs, *, epsilon, step_size=None, n_steps=(4, 8), tol
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
     "chmc-dynamic": chmc_dynamic_method,
+    "chmc-tempered": tempered_method,  # moves between the components of a disconnected manifold (issue 16)
     "abc-mcmc": abc_mcmc_method,
     "abc-slice": functools.partial(pm_slice_method, kernel="uniform"),
     "abc-slice-gaussian": functools.partial(pm_slice_method, kernel="gaussian"),

@@ -39,6 +39,8 @@ class Method(NamedTuple):
       log_density: optional ``state -> scalar``, the log target density at the state (recorded as ``lp``).
       set_inverse_mass: ``(state, inverse_mass) -> state`` for methods with an adaptable diagonal metric
         (:mod:`dgm.kernels.metric`): the driver's warm-up then adapts ``M^{-1}`` too (:mod:`dgm.adaptation`).
+      settings: optional settings the method chose itself (e.g. a default ladder of noise scales), recorded in
+        ``Result.settings``.
       relocate: optional ``(state, u) -> state``, the state at another point ``u`` of the manifold keeping the rest of
         the state (the metric): what the symmetry moves of :mod:`dgm.kernels.symmetry` need.
     """
@@ -56,6 +58,7 @@ class Method(NamedTuple):
     kernel: Optional[str] = None
     log_density: Optional[Callable[[Any], Array]] = None
     set_inverse_mass: Optional[Callable[[Any, Array], Any]] = None
+    settings: Optional[dict] = None
     relocate: Optional[Callable[[Any, Array], Any]] = None
 
 

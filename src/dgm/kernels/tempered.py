@@ -1,0 +1,394 @@
+"""Constrained HMC tempered over noise scales: exact moves between the components of ``{u : g(u) = x_obs}``.
+
+Constrained HMC (Algorithm 1) moves continuously on the manifold ``M``, so it never leaves the connected component
+where it starts. This kernel runs, inside one chain, a *ladder* ``0 = sigma_0 < sigma_1 < ... < sigma_L`` of
+targets on the lifted manifolds ``M_sigma = {(u, eta) : g(u) + sigma eta = x_obs}`` (:mod:`dgm.geometry.lifted`):
+
+* level 0: ``rho(u) |J J^T|^{-1/2} dH(u)`` on ``M`` (paper, eq. 16) times ``N(eta; 0, I_m)``: its ``u``-marginal
+  is the exact posterior, and only level 0 is recorded as draws;
+* level ``l >= 1``: the noisy relaxation ``pi_l(u) ∝ rho(u) N(x_obs; g(u), sigma_l^2 I)`` on ``R^n`` (as the
+  ``u``-marginal of its lifted manifold), which connects the components once ``sigma_l`` is large enough and tends
+  to the level-0 target as ``sigma_l -> 0`` (coarea formula);
+
+and targets their product ``prod_l pi_l``, so the level-0 draws are exactly ``pi_0``-distributed (asymptotically in
+the Newton tolerance, as Algorithm 1 itself). One transition of the chain is, in order:
+
+1. **Within levels**: one constrained-HMC transition (:func:`dgm.kernels.chmc.build_kernel`, unchanged) on every
+   level (one after another on CPU, ``vmap``-ed on accelerators), ``sigma`` as data. Each leaves its own ``pi_l``
+   invariant. On the lifted manifold the step size need not shrink as ``sigma -> 0`` (Au, Graham & Thiery 2023),
+   but at large ``sigma`` the relaxation is stiffer than the manifold, so each noisy level has its own step size,
+   adapted during the warm-up and fixed afterwards (see :func:`build_kernel`); level 0's is the driver's.
+2. **Refresh** ``eta_0 ~ N(0, I_m)``: an exact Gibbs step (at ``sigma = 0`` ``eta`` is independent of ``u``).
+3. **Swaps** between adjacent levels, the disjoint pairs ``(l, l+1)`` with ``l`` of the iteration's parity
+   (deterministic even-odd swaps, Syed et al. 2022; each pair swap is a Metropolis-Hastings move reversible w.r.t.
+   the product, so their composition leaves it invariant):
+
+   * ``l >= 1``: the ordinary parallel-tempering swap of ``u_l`` and ``u_{l+1}``: accept with probability
+     ``min(1, pi_l(u_{l+1}) pi_{l+1}(u_l) / (pi_l(u_l) pi_{l+1}(u_{l+1})))``
+     ``= min(1, exp((r_l - r_{l+1}) (1/(2 sigma_l^2) - 1/(2 sigma_{l+1}^2))))``, ``r = |g(u) - x_obs|^2``
+     (``rho`` cancels).
+   * ``l = 0``, the dimension-changing swap (reversible jump, Green 1995). Level 0 holds ``(u, eta)`` on
+     ``M x R^m`` (dimension ``n``), level 1 holds ``v`` in ``R^n``. With ``T(u, eta) = u - sigma_1 N(u) eta``
+     (:mod:`dgm.geometry.normal_map`) and ``S`` its inverse computed by Newton from ``v``, propose
+     ``((u', eta'), v') = (S(v), T(u, eta))``. The map ``Psi((u, eta), v) = (S(v), T(u, eta))`` is an involution
+     on ``D x T(D)``, ``D = {(u, eta) : S(T(u, eta)) = (u, eta)}`` (checked: the inverse of the proposal must return
+     the current ``u`` within ``reverse_check_tol``, else reject; ``S(v)`` must converge, else reject), and the
+     Metropolis-Hastings ratio of a deterministic involution (Green 1995; Tierney 1998) w.r.t. the reference measure
+     ``H^d(du) x d eta`` on level 0 and ``dv`` on level 1 is
+
+         alpha = min(1, [p0(u', eta') p1(v')] / [p0(u, eta) p1(v)] * |det DT(u, eta)| / |det DT(u', eta')|)
+
+     with ``p0(u, eta) = rho(u) |J(u) J(u)^T|^{-1/2} N(eta; 0, I)`` and ``p1(v) = rho(v) N(x_obs; g(v), sigma_1^2 I)``
+     (the Jacobian of ``Psi`` is ``|det DT(u, eta)| |det DS(v)| = |det DT(u, eta)| / |det DT(S(v))|``).
+
+   **Normalising constants cancel**: every ratio holds each level's density once above and once below the line
+   (``p0`` at the new and the old level-0 state, ``p1`` likewise), so the unknown constants ``Z_0`` (the evidence,
+   ``∫ rho |JJ^T|^{-1/2} dH``) and ``Z_l`` never appear -- as in any parallel-tempering swap, and unlike simulated
+   tempering, which would need them. The ``(2 pi)^{-m/2}`` of ``N(eta)`` and the ``sigma_1^{m}`` inside both
+   ``|det DT|`` cancel the same way; the code keeps them for clarity.
+
+   As ``sigma_1 -> 0``, ``v' -> u``, ``p1(v') |det DT(u, eta)| -> sigma_1^m p0(u, eta)`` (``|det DT| -> sigma_1^m
+   |JJ^T|^{-1/2}`` and ``N(x_obs; g(v'), sigma_1^2) -> sigma_1^{-m} N(eta)``), so the jump is accepted with
+   probability -> 1: the ladder joins the manifold continuously.
+
+**Exactness rests on**: invariance of each level under constrained HMC (Algorithm 1; the lifted manifold carries the
+relaxation exactly by the graph-chart identity of :mod:`dgm.geometry.lifted`); the Metropolis-Hastings theorem for
+deterministic involutions on a state space with densities w.r.t. a product of Hausdorff measures (Green 1995,
+Tierney 1998) together with the reversibility check of Zappa, Holmes-Cerfon & Goodman (2018) that makes the computed
+inverse a true inverse; and invariance of a product under exchanges between its factors (parallel tempering,
+Geyer 1991). Nothing is estimated: no component masses, no normalising constants. The Newton tolerance ``tol``
+enters exactly as in Algorithm 1 (asymptotic exactness as ``tol -> 0``). Related: Wang & Han (2026,
+arXiv:2604.22055) couple a constrained chain with a relaxation in a tubular neighbourhood by replica exchange.
+
+Costs per transition: ``L + 1`` constrained-HMC trajectories in ``n + m`` dimensions, ``L + 1`` factorisations
+after the swaps, and on even iterations two Newton solves of the ``(n + m)``-dimensional system of the inverse map
+(dense, second derivatives of ``g`` by autodiff) and two ``n x n`` determinants. Dense geometry only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
+
+from dgm.geometry.base import ManifoldPoint
+from dgm.geometry.lifted import lift, lifted_geometry, lifted_log_density
+from dgm.geometry.normal_map import invert_normal_map, log_abs_det_normal_map, normal_map
+from dgm.initialise import find_points_on_manifold
+from dgm.integrator import FAILURE_NAMES, NEWTON_NOT_CONVERGED, NON_FINITE, NOT_REVERSIBLE, OK, IntegratorSettings
+from dgm.kernels import chmc
+from dgm.kernels.base import Method
+from dgm.model import GenerativeModel
+from dgm.precision import require_float64
+
+Array = jax.Array
+
+
+class TemperedState(NamedTuple):
+    """The ladder of one chain: ``points.position`` is ``(L + 1, n + m)``, the lifted point ``(u, eta)`` of each
+    level (level 0 first); ``iteration`` counts transitions (its parity selects the swap pairs); ``level_steps`` is
+    the dual-averaging state of the step sizes of levels ``1..L`` (BlackJAX, one per level)."""
+
+    points: ManifoldPoint
+    iteration: Array
+    level_steps: DualAveragingAdaptationState
+
+    @property
+    def position(self) -> Array:
+        return self.points.position[0]
+
+
+class TemperedInfo(NamedTuple):
+    acceptance_rate: Array  # level 0's constrained-HMC acceptance probability
+    is_accepted: Array
+    failure: Array  # level 0's failure code (dgm.integrator.FAILURE_NAMES)
+    newton_iterations: Array
+    num_integration_steps: Array
+    energy: Array
+    level_acceptance_rate: Array  # (L + 1,)
+    level_step_size: Array  # (L + 1,) the step size each level used
+    level_failure: Array  # (L + 1,)
+    swap_attempted: Array  # (L,) pair (l, l + 1) attempted this iteration
+    swap_acceptance_rate: Array  # (L,) min(1, ratio), 0 when not attempted or invalid
+    swap_accepted: Array  # (L,)
+    jump_failure: Array  # failure code of the dimension-changing swap (0: none or not attempted)
+
+
+def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
+                 settings: IntegratorSettings = IntegratorSettings(), n_steps=(4, 8), *,
+                 projection: str = "quasi-newton", log_det_gradient: str = "vjp",
+                 n_adapt: int = 0, initial_step_size: float = 0.1, target_acceptance: float = 0.8,
+                 level_method: str = "auto"):
+    """``(init(u) -> state, step(key, state, step_size) -> (state, info))`` for the ladder
+    ``(0, *noise_scales)`` (``noise_scales`` strictly increasing and positive: see :func:`check_noise_scales`).
+
+    ``step_size`` is level 0's (the driver adapts it on level 0's acceptance). Each noisy level has its own step
+    size, which matters at large ``sigma`` where the relaxation is far from the manifold and the lifted geometry no
+    longer absorbs the stiffness: dual averaging (BlackJAX) towards ``target_acceptance`` from
+    ``initial_step_size`` during the first ``n_adapt`` transitions (the driver's warm-up), frozen at its averaged
+    value afterwards, so the sampling phase runs a fixed kernel.
+
+    ``level_method``: how the levels share the machine, as the driver's ``chain_method``: ``"vectorized"``
+    (``vmap``), ``"sequential"`` (``lax.map``, one level after another: 15 % faster per transition on CPU for the
+    2-D example, where lock-stepped loops over levels waste work) or ``"auto"`` (sequential on CPU)."""
+    if level_method == "auto":
+        level_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    if level_method not in ("vectorized", "sequential"):
+        raise ValueError(f"level_method must be 'auto', 'vectorized' or 'sequential', got {level_method!r}")
+
+    def over_levels(fn):
+        if level_method == "vectorized":
+            return jax.vmap(fn)
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+    n = model.input_dim
+    x_obs = jnp.asarray(x_obs)
+    m = x_obs.shape[0]
+    sigmas = jnp.concatenate([jnp.zeros((1,), x_obs.dtype), jnp.asarray(noise_scales, x_obs.dtype)])
+    n_pairs = sigmas.shape[0] - 1
+    generator = model.generator
+
+    def geometry(sigma):
+        return lifted_geometry(model, x_obs, sigma, projection=projection, log_det_gradient=log_det_gradient)
+
+    def level_point(z, sigma):
+        return geometry(sigma).point(z)
+
+    da_init, da_update, da_final = dual_averaging_adaptation(target_acceptance)
+
+    def level_step(key, point, sigma, step_size):
+        new, info = chmc.build_kernel(geometry(sigma), settings, n_steps)(key, chmc.CHMCState(point), step_size)
+        return new.point, info
+
+    def init(u: Array) -> TemperedState:
+        require_float64(u)
+        # u on M lifts to (u, 0) on every M_sigma
+        z = jnp.broadcast_to(jnp.concatenate([u, jnp.zeros((m,), u.dtype)]), (n_pairs + 1, n + m))
+        steps = jax.vmap(da_init)(jnp.full((n_pairs,), initial_step_size, u.dtype))
+        return TemperedState(jax.vmap(level_point)(z, sigmas), jnp.asarray(0, jnp.int32), steps)
+
+    def log_p0(u, eta):  # log rho(u) - 1/2 log|J J^T| - |eta|^2 / 2: level 0's geometry, so the same code as CHMC
+        return -geometry(sigmas[0]).point(jnp.concatenate([u, eta])).potential
+
+    def log_p1(v):  # log rho(v) - |g(v) - x_obs|^2 / (2 sigma_1^2)
+        return lifted_log_density(model)(lift(model, x_obs, v, sigmas[1]))
+
+    def jump(u, eta, v):
+        """The dimension-changing swap of levels 0 and 1: (log ratio, u', eta', v', failure code)."""
+        sigma = sigmas[1]
+        v_new = normal_map(generator, u, eta, sigma)
+        # S(v_new) must give back u (reversibility); S(v) is the proposal for level 0. One vmapped Newton solve
+        # (one loop in the compiled program), and one vmapped log-determinant below.
+        inverses = jax.vmap(lambda w: invert_normal_map(generator, x_obs, w, sigma, settings.tol,
+                                                        settings.max_newton))(jnp.stack([v_new, v]))
+        returns = jnp.max(jnp.abs(inverses.position[0] - u)) <= settings.reverse_check_tol
+        u_new, eta_new = inverses.position[1], inverses.eta[1]
+        log_det = jax.vmap(lambda a, b: log_abs_det_normal_map(generator, a, b, sigma))(
+            jnp.stack([u, u_new]), jnp.stack([eta, eta_new]))
+        log_ratio = (log_p0(u_new, eta_new) + log_p1(v_new) - log_p0(u, eta) - log_p1(v)
+                     + log_det[0] - log_det[1])
+        failure = jnp.where(
+            ~jnp.all(inverses.converged), NEWTON_NOT_CONVERGED,
+            jnp.where(~returns, NOT_REVERSIBLE, jnp.where(jnp.isfinite(log_ratio), OK, NON_FINITE)))
+        log_ratio = jnp.where(failure == OK, log_ratio, -jnp.inf)
+        return log_ratio, u_new, eta_new, v_new, failure.astype(jnp.int32)
+
+    def no_jump(u, eta, v):
+        return jnp.asarray(-jnp.inf, u.dtype), u, eta, v, jnp.asarray(OK, jnp.int32)
+
+    def step(key: Array, state: TemperedState, step_size) -> tuple[TemperedState, TemperedInfo]:
+        key_levels, key_eta, key_swap = jax.random.split(key, 3)
+        # 1. constrained HMC on every level
+        adapting = state.iteration < n_adapt
+        noisy_steps = jnp.where(adapting, jnp.exp(state.level_steps.log_step_size),
+                                jax.vmap(da_final)(state.level_steps))
+        steps = jnp.concatenate([jnp.reshape(step_size, (1,)).astype(noisy_steps.dtype), noisy_steps])
+        points, infos = over_levels(level_step)(jax.random.split(key_levels, n_pairs + 1), state.points, sigmas,
+                                                steps)
+        level_steps = jax.lax.cond(adapting, lambda d: jax.vmap(da_update)(d, infos.acceptance_rate[1:]),
+                                   lambda d: d, state.level_steps)
+        z = points.position
+        u_levels = z[:, :n]
+        # 2. exact Gibbs refresh of eta at level 0
+        eta0 = jax.random.normal(key_eta, (m,), z.dtype)
+        # 3. swaps of the pairs (l, l+1) with l of this iteration's parity
+        parity = state.iteration % 2
+        pairs = jnp.arange(n_pairs)
+        attempted = (pairs % 2) == parity
+        r = jax.vmap(lambda u: jnp.sum((generator(u) - x_obs) ** 2))(u_levels)
+        lo, hi = sigmas[:-1], sigmas[1:]
+        safe_lo = jnp.where(lo > 0, lo, 1.0)  # pair 0 is the jump, computed below
+        log_ratio = (r[:-1] - r[1:]) * (0.5 / safe_lo**2 - 0.5 / hi**2)
+        jump_ratio, u_jump, eta_jump, v_jump, jump_failure = jax.lax.cond(
+            parity == 0, jump, no_jump, u_levels[0], eta0, u_levels[1])
+        log_ratio = log_ratio.at[0].set(jump_ratio)
+        log_ratio = jnp.where(attempted, log_ratio, -jnp.inf)
+        uniforms = jax.random.uniform(key_swap, (n_pairs,), z.dtype)
+        accepted = attempted & (jnp.log(uniforms) < log_ratio)
+        # apply: swap u between accepted pairs (disjoint), then the jump's own states at levels 0 and 1
+        moves = accepted.astype(jnp.int32)
+        source = (jnp.arange(n_pairs + 1) + jnp.concatenate([moves, jnp.zeros((1,), jnp.int32)])
+                  - jnp.concatenate([jnp.zeros((1,), jnp.int32), moves]))
+        new_u = u_levels[source]
+        new_u = new_u.at[0].set(jnp.where(accepted[0], u_jump, new_u[0]))
+        new_u = new_u.at[1].set(jnp.where(accepted[0], v_jump, new_u[1]))
+        new_eta0 = jnp.where(accepted[0], eta_jump, eta0)
+        lifted = jax.vmap(lambda u, s: lift(model, x_obs, u, jnp.where(s > 0, s, 1.0)))(new_u, sigmas)
+        new_z = lifted.at[0].set(jnp.concatenate([new_u[0], new_eta0]))
+        changed = (source != jnp.arange(n_pairs + 1)).at[0].set(True)
+        new_z = jnp.where(changed[:, None], new_z, z)  # unchanged levels keep their point exactly
+        recomputed = over_levels(level_point)(new_z, sigmas)
+        points = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(changed.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), recomputed, points)
+
+        swap_rate = jnp.where(attempted, jnp.minimum(1.0, jnp.exp(log_ratio)), 0.0)
+        info = TemperedInfo(
+            acceptance_rate=infos.acceptance_rate[0],
+            is_accepted=infos.is_accepted[0],
+            failure=infos.failure[0],
+            newton_iterations=infos.newton_iterations[0],
+            num_integration_steps=infos.num_integration_steps[0],
+            energy=infos.energy[0],
+            level_acceptance_rate=infos.acceptance_rate,
+            level_step_size=steps,
+            level_failure=infos.failure,
+            swap_attempted=attempted,
+            swap_acceptance_rate=swap_rate,
+            swap_accepted=accepted,
+            jump_failure=jump_failure,
+        )
+        return TemperedState(points, state.iteration + 1, level_steps), info
+
+    return init, step
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the ladder, the method, the swap report
+# ---------------------------------------------------------------------------------------------------------------------
+DEFAULT_LOWEST = 0.05
+"""Default ``sigma_1 / sigma_L``: the lowest noisy level, relative to the highest."""
+
+
+def check_noise_scales(noise_scales) -> tuple:
+    """Validate a user ladder ``(sigma_1, ..., sigma_L)``: finite, positive, strictly increasing, ``L >= 1``
+    (``sigma_0 = 0``, the manifold itself, is implicit). Returns it as a tuple of floats."""
+    try:
+        scales = np.asarray(noise_scales, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"noise_scales must be a sequence of numbers, got {noise_scales!r}") from None
+    if scales.ndim != 1 or scales.size < 1:
+        raise ValueError(f"noise_scales must be a non-empty 1-D sequence (sigma_1 < ... < sigma_L), got "
+                         f"{noise_scales!r}")
+    if not np.all(np.isfinite(scales)):
+        raise ValueError(f"noise_scales must be finite, got {noise_scales!r}")
+    if not np.all(scales > 0):
+        raise ValueError(f"noise_scales must be > 0 (level 0, sigma = 0, is the manifold and is added itself), got "
+                         f"{noise_scales!r}")
+    if not np.all(np.diff(scales) > 0):
+        raise ValueError(f"noise_scales must be strictly increasing, got {noise_scales!r}")
+    return tuple(float(s) for s in scales)
+
+
+def default_level_count(output_dim: int, lowest: float = DEFAULT_LOWEST) -> int:
+    """Number of noisy levels of the default ladder: geometric from ``lowest * s`` to ``s`` with ratio at most
+    ``1 + 2 / sqrt(m)`` between neighbours (neighbouring relaxations of ``m`` outputs overlap when the log-likelihood
+    ``|g - x|^2 / (2 sigma^2) ~ chi^2_m / 2`` changes by O(1) between them), and at least 3."""
+    ratio = 1.0 + 2.0 / np.sqrt(output_dim)
+    return max(3, 1 + int(np.ceil(np.log(1.0 / lowest) / np.log(ratio))))
+
+
+def default_noise_scales(x_obs, lowest: float = DEFAULT_LOWEST):
+    """The default ladder from the observation scale ``s = RMS(x_obs)`` (1 if that is 0): ``sigma_L = s`` -- noise
+    as large as the data, where the relaxation is broad enough to join the components --, ``sigma_1 = lowest * s``
+    -- close enough to the manifold that the dimension-changing swap is accepted often --, geometric in between
+    (:func:`default_level_count` levels). Works on concrete and traced ``x_obs`` (the count depends only on
+    ``len(x_obs)``)."""
+    x = jnp.asarray(x_obs)
+    scale = jnp.sqrt(jnp.mean(x * x))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    exponents = jnp.linspace(np.log(lowest), 0.0, default_level_count(x.shape[0], lowest))
+    return scale * jnp.exp(exponents)
+
+
+def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_size=None, n_steps=(4, 8), n_inner=1,
+                    tol=1e-8, max_newton=50, reverse_check_tol=None, projection="quasi-newton",
+                    log_det_gradient="vjp", target_acceptance=0.8, init_max_iterations=100, n_warmup=0) -> Method:
+    """Constrained HMC tempered over ``noise_scales`` as a :class:`~dgm.kernels.base.Method` (``"chmc-tempered"``).
+
+    ``noise_scales``: the ladder ``sigma_1 < ... < sigma_L`` of Gaussian output-noise scales (``sigma_0 = 0`` is
+    added); default :func:`default_noise_scales`. One driver chain is one ladder; only level 0 is recorded.
+    Per-draw statistics beyond constrained HMC's (which are level 0's): ``level_acceptance_rate``, ``level_failure``
+    (``L + 1``), ``swap_attempted``, ``swap_acceptance_rate``, ``swap_accepted`` (``L`` pairs), ``jump_failure``;
+    :func:`tempering_summary` condenses them. The driver's step size is level 0's (adapted on level 0's acceptance);
+    the noisy levels adapt their own during the first ``n_warmup`` transitions (the driver passes its ``n_warmup``)
+    and keep them fixed afterwards (``level_step_size`` records them).
+    """
+    if getattr(model, "symmetries", None):
+        warnings.warn(f"{model.name}: chmc-tempered does not apply the model's declared symmetries (it moves between "
+                      "components without them); method='chmc' applies them", stacklevel=3)
+    if reverse_check_tol is None:
+        reverse_check_tol = float(tol) ** 0.5
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+    if settings.n_inner < 1:
+        raise ValueError(f"n_inner must be >= 1, got {n_inner!r}")
+    scales = default_noise_scales(x_obs) if noise_scales is None else jnp.asarray(check_noise_scales(noise_scales))
+    initial_step_size = 0.1 if step_size is None else float(step_size)
+    init, step = build_kernel(model, x_obs, scales, settings, n_steps, projection=projection,
+                              log_det_gradient=log_det_gradient, n_adapt=int(n_warmup),
+                              initial_step_size=initial_step_size, target_acceptance=target_acceptance)
+    n = model.input_dim
+
+    def initial_positions(key, n_chains):
+        return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations)
+
+    def log_density(state):  # the u-marginal at level 0: log rho(u) - 1/2 log|J J^T|
+        eta = state.points.position[0, n:]
+        return -state.points.potential[0] + 0.5 * jnp.sum(eta * eta)
+
+    recorded = {}
+    if not isinstance(scales, jax.core.Tracer):
+        recorded = {"noise_scales": [float(s) for s in np.asarray(scales)]}
+    return Method(
+        name="chmc-tempered",
+        initial_positions=initial_positions,
+        init=init,
+        step=step,
+        position=lambda state: state.position[:n],
+        acceptance=lambda info: info.acceptance_rate,
+        stats=lambda info: info._asdict(),
+        initial_step_size=initial_step_size,
+        target_acceptance=target_acceptance,
+        epsilon=0.0,
+        kernel="exact",
+        log_density=log_density,
+        settings=recorded,
+    )
+
+
+def tempering_summary(result) -> dict:
+    """Swap and level statistics of a ``"chmc-tempered"`` :class:`dgm.Result` (sampling phase):
+    ``noise_scales``; ``swap_acceptance`` (per pair ``(l, l+1)``, mean acceptance probability over attempts);
+    ``swaps_attempted``, ``swaps_accepted`` (counts per pair); ``jump_failures`` (the dimension-changing swap's
+    rejections by reason); ``level_acceptance`` (mean constrained-HMC acceptance per level).
+
+    Computed from the recorded transitions: with an even ``thin`` every recorded transition has the same parity, so
+    only half the pairs appear as attempted (the kernel still runs them all); use an odd ``thin`` to see them all."""
+    stats = result.stats
+    attempted = np.asarray(stats["swap_attempted"], dtype=bool)
+    rate = np.asarray(stats["swap_acceptance_rate"], dtype=float)
+    n_attempts = attempted.reshape(-1, attempted.shape[-1]).sum(axis=0)
+    jump = np.asarray(stats["jump_failure"])
+    return {
+        "noise_scales": result.settings.get("noise_scales"),
+        "swap_acceptance": (rate.reshape(-1, rate.shape[-1]).sum(axis=0) / np.maximum(n_attempts, 1)).tolist(),
+        "swaps_attempted": n_attempts.tolist(),
+        "swaps_accepted": np.asarray(stats["swap_accepted"]).reshape(-1, rate.shape[-1]).sum(axis=0).tolist(),
+        "jump_failures": {name: int(np.sum(jump == code)) for code, name in FAILURE_NAMES.items()},
+        "level_acceptance": np.asarray(stats["level_acceptance_rate"]).reshape(
+            -1, np.shape(stats["level_acceptance_rate"])[-1]).mean(axis=0).tolist(),
+    }
