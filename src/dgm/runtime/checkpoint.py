@@ -1,0 +1,411 @@
+"""Checkpoint and resume of :func:`dgm.sample`: the complete state, written atomically every few chunks.
+
+A run directory holds
+
+* ``run.json`` — what the run is: format, the settings fingerprint (model, method, options, shapes, observation,
+  chains, seed, ...), ``chunk_size`` and ``checkpoint_every``; written once, when the run starts;
+* ``state-NNNNNN.ckpt`` — the state after a chunk: a magic line, the sha256 of the payload, the payload (NumPy
+  ``.npz``): every leaf of the chains' states (positions and cached geometry: gradients, Jacobians, Gram factors),
+  the dual-averaging state, the metric-adaptation (Welford) state, the step sizes, the phase's PRNG key, the failure
+  counts of thinned-away transitions, and JSON metadata (phase, next chunk, draws stored per group, max residual,
+  wall time so far);
+* ``draws.zarr`` — the draws so far (:mod:`dgm.runtime.draw_store`).
+
+Each state file is written to a temporary file in the directory, ``fsync``-ed, renamed over its name
+(``os.replace``, atomic on POSIX) and the directory ``fsync``-ed; the newest two are kept. Reading checks the magic
+line and the checksum and falls back, with a warning, to the previous state when the newest is truncated or corrupt.
+
+Why a resumed run is bit-identical to an uninterrupted one: the driver's chunk ``k`` of a phase draws its randomness
+from ``fold_in(phase_key, k)`` with the phase keys split from ``PRNGKey(seed)``, so it depends on (seed, phase, chunk
+index) only, never on when the process started; the state is restored bit for bit into the same compiled program
+(the fingerprint pins every setting it was compiled for); the draw store is cut back to the draws the state accounts
+for, so draws written after the last checkpoint are written again, identically. Hand-written (no library covers a
+JAX sampler's host loop; Orbax checkpoints pytrees but not a run's draws, fingerprint and fallback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dgm.result import Result, schema_stats
+from dgm.runtime.draw_store import DrawStore, open_result
+
+FORMAT = "dgm.checkpoint/1"
+RUN_FILE = "run.json"
+STORE = "draws.zarr"
+MAGIC = b"DGMCKPT1\n"
+KEEP = 2  # state files kept: the newest and the previous good one
+FLUSH_BYTES = 64 << 20  # buffered draws are written to the store once they reach this size (and at each checkpoint)
+PHASES = ("warmup", "sampling", "done")
+DEFAULT_CHUNKS = 10
+"""``checkpoint_every=None``: a checkpoint every ``DEFAULT_CHUNKS`` chunks (1000 iterations with ``chunk_size=100``)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, not a checkpoint, corrupt beyond recovery, or of another run."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the fingerprint: what a resumed call must agree on
+# ---------------------------------------------------------------------------------------------------------------------
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _array_digest(value) -> str:
+    a = np.ascontiguousarray(np.asarray(value))
+    return f"{a.dtype.str}{list(a.shape)}:{_sha256(a.tobytes())[:16]}"
+
+
+def _jsonable(value):
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return _array_digest(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _model_probe(model) -> str:
+    """A digest of the model's functions evaluated at fixed inputs (9 significant digits: robust to last-bit
+    differences between machines): another generator, latent map or input density gives another digest."""
+    from dgm.precision import float64
+
+    with float64():
+        u = 0.5 * jax.random.normal(jax.random.PRNGKey(20170420), (2, model.input_dim), jnp.float64)
+        values = [np.asarray(jax.vmap(fn)(u), dtype=np.float64).ravel()
+                  for fn in (model.generator, model.latents, model.log_input_density)]
+    text = ",".join(f"{v:.9g}" for v in np.concatenate(values))
+    return _sha256(text.encode())[:16]
+
+
+def fingerprint(model, x_obs, *, method, common, options, n_chains, n_warmup, n_samples, thin, seed, chunk_size,
+                chain_method, step_size_adaptation, initial_positions=None) -> dict:
+    """The settings a resumed call must share with the checkpointed run (a flat dict of JSON values): the model
+    (name, shapes, a probe of its functions), the observation (digest), method and every option, chains, phases'
+    lengths, thinning, seed, chunking (it sets the key schedule), chain layout and starting points."""
+    record = {
+        "model": model.name, "input_dim": model.input_dim, "output_shape": list(model.output_shape()),
+        "latent_shape": list(model.latent_shape()), "model_functions": _model_probe(model),
+        "observation": _array_digest(np.asarray(x_obs, dtype=np.float64)), "method": method,
+        "n_chains": n_chains, "n_warmup": n_warmup, "n_samples": n_samples, "thin": thin, "seed": seed,
+        "chunk_size": chunk_size, "chain_method": chain_method, "step_size_adaptation": step_size_adaptation,
+        "initial_positions": None if initial_positions is None else _array_digest(
+            np.asarray(initial_positions, dtype=np.float64)),
+    }
+    record.update({f"option {k}": _jsonable(v) for k, v in sorted(common.items())})
+    record.update({f"option {k}": _jsonable(v) for k, v in sorted(options.items())})
+    return record
+
+
+def _differences(stored: dict, given: dict) -> list[str]:
+    out = []
+    for key in sorted(set(stored) | set(given), key=lambda k: (k.startswith("option"), k)):
+        if stored.get(key, "(not set)") != given.get(key, "(not set)"):
+            shown = "(differs)" if key in ("model_functions", "observation", "initial_positions") else None
+            out.append(f"{key}: {shown or repr(given.get(key, '(not set)'))} here, "
+                       f"{shown or repr(stored.get(key, '(not set)'))} in the checkpoint")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# atomic files
+# ---------------------------------------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same directory, fsync, rename, fsync the dir."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _encode_state(arrays: dict, meta: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    payload = buffer.getvalue()
+    return MAGIC + _sha256(payload).encode() + b"\n" + payload
+
+
+def _decode_state(path: Path):
+    """``(arrays, meta)`` of a state file; raises ``ValueError`` saying what is wrong with it."""
+    data = path.read_bytes()
+    header = len(MAGIC) + 65
+    if not data.startswith(MAGIC):
+        raise ValueError("not a dgm state file (bad magic line)")
+    if len(data) < header:
+        raise ValueError(f"truncated ({len(data)} bytes)")
+    expected, payload = data[len(MAGIC):header - 1].decode("ascii", "replace"), data[header:]
+    actual = _sha256(payload)
+    if actual != expected:
+        raise ValueError(f"checksum mismatch (sha256 {actual[:12]}... of {len(payload)} bytes, recorded "
+                         f"{expected[:12]}...): truncated or corrupt")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    return arrays, meta
+
+
+def _state_files(directory: Path) -> list[Path]:
+    """State files, newest first."""
+    return sorted(directory.glob("state-*.ckpt"), key=lambda p: p.name, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the run: what the driver's host loop calls
+# ---------------------------------------------------------------------------------------------------------------------
+def _check_every(checkpoint_every):
+    if checkpoint_every is None:
+        return None
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
+            or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1 (iterations between checkpoints), got "
+                         f"{checkpoint_every!r}")
+    return int(checkpoint_every)
+
+
+def open_run(*, checkpoint, resume, checkpoint_every, chunk_size: int, fingerprint: dict, x_obs):
+    """The :class:`Run` for ``dgm.sample(..., checkpoint=, resume=, checkpoint_every=)``, or ``None`` without them.
+
+    ``checkpoint=DIR``: a new run written to ``DIR`` (which must not exist or be empty); ``resume=DIR``: continue the
+    run in ``DIR`` (its settings must equal this call's); both naming the same ``DIR``: continue the run there if
+    there is one, start it otherwise (one command line for a job that may be pre-empted and restarted)."""
+    checkpoint_every = _check_every(checkpoint_every)
+    if checkpoint is None and resume is None:
+        if checkpoint_every is not None:
+            raise ValueError("checkpoint_every needs checkpoint=DIR (or resume=DIR): there is nothing to write")
+        return None
+    if checkpoint is not None and resume is not None and Path(checkpoint).resolve() != Path(resume).resolve():
+        raise ValueError(f"checkpoint={str(checkpoint)!r} and resume={str(resume)!r} name different directories: a "
+                         "resumed run keeps writing to its own directory (pass one of them, or the same for both)")
+    directory = Path(resume if resume is not None else checkpoint)
+    has_run = (directory / RUN_FILE).exists()
+    if resume is not None and checkpoint is None and not has_run:
+        what = "does not exist" if not directory.exists() else "is not a dgm checkpoint directory (no run.json)"
+        raise CheckpointError(f"resume={str(directory)!r} {what}; start a run with checkpoint=DIR")
+    if resume is None and has_run:
+        raise CheckpointError(f"checkpoint={str(directory)!r} already holds a run: pass resume={str(directory)!r} to "
+                              "continue it (or load its result), or choose a new directory")
+    if not has_run:
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise CheckpointError(f"checkpoint={str(directory)!r} exists and is not an empty directory nor a dgm "
+                                  "checkpoint; refusing to write into it")
+        return Run.start(directory, fingerprint, chunk_size, checkpoint_every, x_obs)
+    return Run.resume(directory, fingerprint, chunk_size, checkpoint_every, x_obs)
+
+
+class Run:
+    """A checkpointed run: restores the state, takes each chunk's draws from the host loop, writes checkpoints."""
+
+    def __init__(self, directory: Path, record: dict, checkpoint_every: int, chunk_size: int, store: DrawStore,
+                 state=None):
+        self.directory = directory
+        self.record = record
+        self.chunk_size = chunk_size
+        self.every_chunks = max(1, round(checkpoint_every / chunk_size))
+        self.store = store
+        arrays, meta = state if state is not None else ({}, {"phase": "warmup", "next_chunk": 0, "seq": 0,
+                                                             "lengths": {}, "max_residual": -np.inf,
+                                                             "wall_time": 0.0, "has_failure": False})
+        self.leaves = [arrays[k] for k in sorted(arrays) if k.startswith("leaf_")]
+        self.skipped = arrays.get("skipped")
+        self.meta = meta
+        self.phase, self.next_chunk, self.seq = meta["phase"], int(meta["next_chunk"]), int(meta["seq"])
+        self.lengths = {k: int(v) for k, v in meta["lengths"].items()}
+        self.max_residual, self.prior_wall_time = float(meta["max_residual"]), float(meta["wall_time"])
+        self.has_failure = bool(meta["has_failure"])
+        self.buffer: dict = {}
+        self.buffered_bytes = 0
+        self.chunks_since = 0
+        self.t0 = time.perf_counter()
+
+    # -- opening ----------------------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, directory: Path, fingerprint: dict, chunk_size: int, checkpoint_every, x_obs) -> "Run":
+        directory.mkdir(parents=True, exist_ok=True)
+        every = checkpoint_every or DEFAULT_CHUNKS * chunk_size
+        record = {"format": FORMAT, "dgm_version": _version(), "fingerprint": fingerprint, "chunk_size": chunk_size,
+                  "checkpoint_every": every}
+        atomic_write(directory / RUN_FILE, json.dumps(record, indent=1).encode())
+        store = DrawStore.create(directory / STORE, chunk_size, x_obs)
+        return cls(directory, record, every, chunk_size, store)
+
+    @classmethod
+    def resume(cls, directory: Path, fingerprint: dict, chunk_size: int, checkpoint_every, x_obs) -> "Run":
+        try:
+            record = json.loads((directory / RUN_FILE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{directory / RUN_FILE} is unreadable or corrupt ({error})") from None
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise CheckpointError(f"{directory / RUN_FILE} is not a {FORMAT} record")
+        differences = _differences(record["fingerprint"], fingerprint)
+        if differences:
+            raise CheckpointError(f"resume={str(directory)!r}: this call differs from the checkpointed run — "
+                                  + "; ".join(differences) + ". Resume with the run's settings, or start a new run "
+                                  "with checkpoint=<another directory>")
+        every = checkpoint_every or int(record["checkpoint_every"])
+        state = None
+        files = _state_files(directory)
+        for i, path in enumerate(files):
+            try:
+                state = _decode_state(path)
+                break
+            except (OSError, ValueError) as error:
+                fallback = f"using the previous one, {files[i + 1].name}" if i + 1 < len(files) else "no other left"
+                warnings.warn(f"checkpoint {path} is unusable ({error}); {fallback}", RuntimeWarning, stacklevel=4)
+        if files and state is None:
+            raise CheckpointError(f"resume={str(directory)!r}: no usable checkpoint (all of "
+                                  f"{', '.join(p.name for p in files)} are truncated or corrupt)")
+        if state is None:  # stopped before its first checkpoint: nothing to keep, start it again
+            store = DrawStore.create(directory / STORE, chunk_size, x_obs)
+            return cls(directory, record, every, chunk_size, store)
+        try:
+            store = DrawStore(directory / STORE, chunk_size)
+            if state[1]["phase"] != "done":
+                store.truncate(state[1]["lengths"])
+        except Exception as error:  # noqa: BLE001 - any reader failure: the draws are gone
+            raise CheckpointError(f"resume={str(directory)!r}: the draw store {STORE} is missing or unreadable "
+                                  f"({error})") from None
+        return cls(directory, record, every, chunk_size, store, state)
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.leaves)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "done"
+
+    def result(self) -> Result:
+        """The finished run's :class:`Result` (draws read lazily from the store)."""
+        return open_result(self.directory / STORE)
+
+    def restore(self, like):
+        """The checkpointed ``(states, da_state, mm_state, step_sizes)``, shaped as ``like`` (abstract or concrete)."""
+        leaves_like, treedef = jax.tree_util.tree_flatten(like)
+        shapes = [(tuple(a.shape), np.dtype(a.dtype)) for a in self.leaves]
+        expected = [(tuple(a.shape), np.dtype(a.dtype)) for a in leaves_like]
+        if shapes != expected:
+            raise CheckpointError(f"{self.directory}: the checkpointed state does not fit this run's state "
+                                  f"({len(shapes)} arrays {shapes[:4]}..., expected {len(expected)} {expected[:4]}...)")
+        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in self.leaves])
+
+    # -- the host loop ----------------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def first_chunk(self, phase: str) -> int:
+        """The first chunk of ``phase`` still to run (everything, for a phase the checkpoint is past)."""
+        if PHASES.index(phase) < PHASES.index(self.phase):
+            return 1 << 62
+        return self.next_chunk if phase == self.phase else 0
+
+    def after_chunk(self, phase: str, index: int, outputs: dict, carry, key) -> None:
+        """Take chunk ``index`` of ``phase`` (outputs ``(draw, chain, ...)``, NumPy) and the state after it; write a
+        checkpoint every ``every_chunks`` chunks."""
+        def chains_first(a):
+            return np.swapaxes(np.asarray(a), 0, 1)
+
+        if phase == "warmup":
+            self._buffer("warmup_sample_stats", schema_stats({k: chains_first(v) for k, v in outputs["stats"].items()}))
+        else:
+            stats = dict(outputs["stats"], constraint_residual=outputs["residual"])
+            self.has_failure = "failure" in stats
+            self._buffer("posterior", {"z": chains_first(outputs["latents"]), "u": chains_first(outputs["inputs"])})
+            self._buffer("sample_stats", schema_stats({k: chains_first(v) for k, v in stats.items()}))
+            skipped = np.asarray(outputs["skipped_failures"]).sum(axis=0)
+            self.skipped = skipped if self.skipped is None else self.skipped + skipped
+            self.max_residual = max(self.max_residual, float(np.max(outputs["residual"])))
+        self.phase, self.next_chunk = phase, index + 1
+        self.chunks_since += 1
+        if self.chunks_since >= self.every_chunks:
+            self.write(carry, key)
+        elif self.buffered_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def _buffer(self, group: str, arrays: dict) -> None:
+        pieces = self.buffer.setdefault(group, [])
+        pieces.append(arrays)
+        self.buffered_bytes += sum(a.nbytes for a in arrays.values())
+        self.lengths[group] = self.lengths.get(group, 0) + next(iter(arrays.values())).shape[1]
+
+    def flush(self) -> None:
+        """Append the buffered draws to the store."""
+        for group, pieces in self.buffer.items():
+            self.store.append(group, {k: np.concatenate([p[k] for p in pieces], axis=1) for k in pieces[0]})
+        self.buffer, self.buffered_bytes = {}, 0
+
+    def write(self, carry, key, phase=None) -> None:
+        """Flush the draws, then write the complete state atomically (the draws first: a state never accounts for
+        draws that are not on disk) and drop state files older than the previous one."""
+        self.flush()
+        self.seq += 1
+        leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(carry)]
+        arrays = {f"leaf_{i:04d}": a for i, a in enumerate(leaves)}
+        arrays["phase_key"] = np.asarray(key)
+        if self.skipped is not None:
+            arrays["skipped"] = self.skipped
+        meta = {"phase": phase or self.phase, "next_chunk": self.next_chunk, "seq": self.seq,
+                "lengths": self.lengths, "max_residual": self.max_residual, "has_failure": self.has_failure,
+                "wall_time": self.prior_wall_time + time.perf_counter() - self.t0,
+                "treedef": str(jax.tree_util.tree_structure(carry))}
+        atomic_write(self.directory / f"state-{self.seq:06d}.ckpt", _encode_state(arrays, meta))
+        for old in _state_files(self.directory)[KEEP:]:
+            old.unlink(missing_ok=True)
+        self.chunks_since = 0
+
+    def finish(self, meta: dict, carry, key) -> Result:
+        """Write the run's metadata to the store and the final ("done") state; the :class:`Result`, read lazily."""
+        from dgm.integrator import FAILURE_NAMES
+
+        self.flush()
+        meta = dict(meta, wall_time=self.prior_wall_time + meta["wall_time"], max_residual=self.max_residual)
+        skipped = self.skipped if self.skipped is not None else np.zeros((1, len(FAILURE_NAMES)), int)
+        meta["unrecorded_failures"] = {name: int(skipped.sum(axis=0)[i]) for i, name in enumerate(
+            FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if self.has_failure else {}
+        self.store.set_attrs(Result(latents=None, inputs=None, stats={}, **meta)._attrs())
+        self.prior_wall_time, self.t0 = meta["wall_time"], time.perf_counter()
+        self.phase = "done"
+        self.write(carry, key, phase="done")
+        return self.result()
+
+
+def _version() -> str:
+    try:
+        import dgm
+
+        return dgm.__version__
+    except Exception:  # pragma: no cover
+        return "unknown"
