@@ -89,11 +89,16 @@ def test_streamed_run_equals_the_in_memory_run_and_is_read_lazily(tmp_path, refe
     assert sorted(p.name for p in (tmp_path / "run").glob("state-*.ckpt")) == states
 
 
-@pytest.mark.parametrize("after_chunks", [2, 5])  # 3 warm-up chunks, then 3 sampling chunks (thin=2)... per phase
+@pytest.mark.parametrize("after_chunks", [3, 7])  # 3 warm-up chunks, then 5 sampling chunks
 def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, reference, after_chunks):
-    """Checkpoints every 2 chunks; the crash after chunk 2 (warm-up) or 5 (sampling) leaves draws on disk that no
-    checkpoint accounts for, which the resumed run must write again identically."""
+    """Checkpoints every 2 chunks, draws flushed to disk after every chunk: the crash after chunk 3 (the end of the
+    warm-up) or 7 (sampling) leaves draws on disk that no checkpoint accounts for, which the resumed run must cut
+    and write again identically."""
+    monkeypatch.setattr(checkpointing, "FLUSH_BYTES", 0)
     interrupted_run(tmp_path / "run", monkeypatch, after_chunks, checkpoint_every=20)
+    store = checkpointing.DrawStore(tmp_path / "run" / "draws.zarr", 10)
+    assert store.lengths()["warmup_sample_stats"] == 30 and store.lengths().get("posterior", 0) == (
+        0 if after_chunks == 3 else 40)  # the checkpoint after chunk 6 accounts for 30 draws only
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is corrupt: no warning
         got = dgm.sample(MODEL, X, resume=tmp_path / "run", **SETTINGS)
@@ -136,7 +141,7 @@ def test_resume_after_sigkill_in_a_subprocess_is_bit_identical(tmp_path, referen
     out, _ = process.communicate()
     assert process.returncode == -signal.SIGKILL and "FINISHED" not in out
     states = sorted(p.name for p in directory.glob("state-*.ckpt"))
-    assert states and states[-1] < "state-000009.ckpt"  # killed mid-way (9 chunks in all)
+    assert states and states[-1] < "state-000009.ckpt"  # killed mid-way (8 chunks, then the final state)
     got = dgm.sample(MODEL, X, resume=directory, **SETTINGS)
     assert_same_run(got, reference)
 
@@ -230,3 +235,23 @@ def test_an_existing_run_is_not_overwritten_and_checkpoint_with_resume_starts_or
     with pytest.raises(ValueError, match="already holds a run"):
         dgm.sample(MODEL, X, checkpoint=directory, **SETTINGS)
     assert_same_run(dgm.sample(MODEL, X, checkpoint=directory, resume=directory, **SETTINGS), reference)
+
+
+def test_lotka_volterra_command_checkpoints_and_resumes(tmp_path, capsys):
+    from dgm.cli import main
+
+    common = ["lotka-volterra", "--methods", "chmc", "--chains", "2", "--warmup", "10", "--samples", "20",
+              "--no-progress"]
+    assert main(common + ["--checkpoint", str(tmp_path / "ck"), "--checkpoint-every", "10",
+                          "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "ck" / "chmc" / "run.json").exists()
+    assert main(common + ["--resume", str(tmp_path / "ck"), "--out", str(tmp_path / "b")]) == 0  # loads the run
+    first, second = (dgm.load(tmp_path / d / "samples_chmc.nc") for d in "ab")
+    np.testing.assert_array_equal(first.inputs, second.inputs)
+    capsys.readouterr()
+    for argv, message in ((["--resume", str(tmp_path / "none")], "no checkpointed run of chmc there"),
+                          (["--checkpoint-every", "0", "--checkpoint", str(tmp_path / "c")], "must be >= 1"),
+                          (["--checkpoint", str(tmp_path / "ck"), "--resume", str(tmp_path / "ck")], "not allowed")):
+        with pytest.raises(SystemExit) as exit_:
+            main(common + argv + ["--out", str(tmp_path / "c")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
