@@ -7,8 +7,9 @@ A run directory holds
 * ``state-NNNNNN.ckpt`` — the state after a chunk: a magic line, the sha256 of the payload, the payload (NumPy
   ``.npz``): every leaf of the chains' states (positions and cached geometry: gradients, Jacobians, Gram factors),
   the dual-averaging state, the metric-adaptation (Welford) state, the step sizes, the phase's PRNG key, the failure
-  counts of thinned-away transitions, and JSON metadata (phase, next chunk, draws stored per group, max residual,
-  wall time so far);
+  counts of thinned-away transitions, the draws taken since the last write to the store (at most ``FLUSH_BYTES``:
+  a checkpoint is one file write however many variables the store has), and JSON metadata (phase, next chunk, draws
+  taken and draws in the store per group, max residual, wall time so far);
 * ``draws.zarr`` — the draws so far (:mod:`dgm.runtime.draw_store`).
 
 Each state file is written to a temporary file in the directory, ``fsync``-ed, renamed over its name
@@ -18,8 +19,8 @@ line and the checksum and falls back, with a warning, to the previous state when
 Why a resumed run is bit-identical to an uninterrupted one: the driver's chunk ``k`` of a phase draws its randomness
 from ``fold_in(phase_key, k)`` with the phase keys split from ``PRNGKey(seed)``, so it depends on (seed, phase, chunk
 index) only, never on when the process started; the state is restored bit for bit into the same compiled program
-(the fingerprint pins every setting it was compiled for); the draw store is cut back to the draws the state accounts
-for, so draws written after the last checkpoint are written again, identically. Hand-written (no library covers a
+(the fingerprint pins every setting it was compiled for); the draws the state carries go back into the buffer and
+draws written to the store after the checkpoint are written again, identically, at the same offsets. Hand-written (no library covers a
 JAX sampler's host loop; Orbax checkpoints pytrees but not a run's draws, fingerprint and fallback).
 """
 
@@ -29,9 +30,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import jax
@@ -46,7 +49,9 @@ RUN_FILE = "run.json"
 STORE = "draws.zarr"
 MAGIC = b"DGMCKPT1\n"
 KEEP = 2  # state files kept: the newest and the previous good one
-FLUSH_BYTES = 64 << 20  # buffered draws are written to the store once they reach this size (and at each checkpoint)
+FLUSH_BYTES = 8 << 20
+"""Draws are buffered in memory and written to the store once they reach this size (and when the run ends); a
+checkpoint carries the buffered draws in its state file, so that checkpointing costs one file write."""
 PHASES = ("warmup", "sampling", "done")
 DEFAULT_CHUNKS = 10
 """``checkpoint_every=None``: a checkpoint every ``DEFAULT_CHUNKS`` chunks (1000 iterations with ``chunk_size=100``)."""
@@ -80,17 +85,27 @@ def _jsonable(value):
     return repr(value)
 
 
+_PROBES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _model_probe(model) -> str:
-    """A digest of the model's functions evaluated at fixed inputs (9 significant digits: robust to last-bit
-    differences between machines): another generator, latent map or input density gives another digest."""
+    """A digest of the model's functions: the program of each (its jaxpr, traced in float64, function addresses
+    removed) and the values of the constants it closes over. Another generator, latent map or input density — or the
+    same code around other data — gives another digest. Tracing only (no compilation); cached per model object."""
+    if model in _PROBES:
+        return _PROBES[model]
     from dgm.precision import float64
 
+    digest = hashlib.sha256()
     with float64():
-        u = 0.5 * jax.random.normal(jax.random.PRNGKey(20170420), (2, model.input_dim), jnp.float64)
-        values = [np.asarray(jax.vmap(fn)(u), dtype=np.float64).ravel()
-                  for fn in (model.generator, model.latents, model.log_input_density)]
-    text = ",".join(f"{v:.9g}" for v in np.concatenate(values))
-    return _sha256(text.encode())[:16]
+        like = jax.ShapeDtypeStruct((model.input_dim,), jnp.float64)
+        for fn in (model.generator, model.latents, model.log_input_density):
+            closed = jax.make_jaxpr(fn)(like)
+            digest.update(re.sub(r" at 0x[0-9a-fA-F]+", "", str(closed.jaxpr)).encode())
+            for const in closed.consts:
+                digest.update(_array_digest(const).encode())
+    _PROBES[model] = digest.hexdigest()[:16]
+    return _PROBES[model]
 
 
 def fingerprint(model, x_obs, *, method, common, options, n_chains, n_warmup, n_samples, thin, seed, chunk_size,
@@ -240,14 +255,18 @@ class Run:
                                                              "lengths": {}, "max_residual": -np.inf,
                                                              "wall_time": 0.0, "has_failure": False})
         self.leaves = [arrays[k] for k in sorted(arrays) if k.startswith("leaf_")]
+        self.buffer: dict = {}  # draws not yet in the store, per group: a list of {name: (chain, draw, ...)}
+        for key in sorted(k for k in arrays if k.startswith("pending:")):
+            _, group, name = key.split(":", 2)
+            self.buffer.setdefault(group, [{}])[0][name] = arrays[key]
+        self.buffered_bytes = sum(a.nbytes for pieces in self.buffer.values() for a in pieces[0].values())
         self.skipped = arrays.get("skipped")
         self.meta = meta
         self.phase, self.next_chunk, self.seq = meta["phase"], int(meta["next_chunk"]), int(meta["seq"])
-        self.lengths = {k: int(v) for k, v in meta["lengths"].items()}
+        self.lengths = {k: int(v) for k, v in meta["lengths"].items()}  # draws taken, per group
+        self.flushed = {k: int(v) for k, v in meta.get("flushed", {}).items()}  # draws in the store, per group
         self.max_residual, self.prior_wall_time = float(meta["max_residual"]), float(meta["wall_time"])
         self.has_failure = bool(meta["has_failure"])
-        self.buffer: dict = {}
-        self.buffered_bytes = 0
         self.chunks_since = 0
         self.t0 = time.perf_counter()
 
@@ -259,7 +278,7 @@ class Run:
         record = {"format": FORMAT, "dgm_version": _version(), "fingerprint": fingerprint, "chunk_size": chunk_size,
                   "checkpoint_every": every}
         atomic_write(directory / RUN_FILE, json.dumps(record, indent=1).encode())
-        store = DrawStore.create(directory / STORE, chunk_size, x_obs)
+        store = DrawStore.create(directory / STORE, chunk_size, x_obs, _store_sizes(fingerprint))
         return cls(directory, record, every, chunk_size, store)
 
     @classmethod
@@ -289,12 +308,12 @@ class Run:
             raise CheckpointError(f"resume={str(directory)!r}: no usable checkpoint (all of "
                                   f"{', '.join(p.name for p in files)} are truncated or corrupt)")
         if state is None:  # stopped before its first checkpoint: nothing to keep, start it again
-            store = DrawStore.create(directory / STORE, chunk_size, x_obs)
+            store = DrawStore.create(directory / STORE, chunk_size, x_obs, _store_sizes(fingerprint))
             return cls(directory, record, every, chunk_size, store)
-        try:
+        try:  # draws written after the checkpoint are written again, identically
             store = DrawStore(directory / STORE, chunk_size)
-            if state[1]["phase"] != "done":
-                store.truncate(state[1]["lengths"])
+            if store.sizes != _store_sizes(fingerprint):
+                raise ValueError(f"it holds {store.sizes} draws, the run needs {_store_sizes(fingerprint)}")
         except Exception as error:  # noqa: BLE001 - any reader failure: the draws are gone
             raise CheckpointError(f"resume={str(directory)!r}: the draw store {STORE} is missing or unreadable "
                                   f"({error})") from None
@@ -364,21 +383,26 @@ class Run:
     def flush(self) -> None:
         """Append the buffered draws to the store."""
         for group, pieces in self.buffer.items():
-            self.store.append(group, {k: np.concatenate([p[k] for p in pieces], axis=1) for k in pieces[0]})
+            arrays = {k: np.concatenate([p[k] for p in pieces], axis=1) if len(pieces) > 1 else pieces[0][k]
+                      for k in pieces[0]}
+            self.store.write(group, self.flushed.get(group, 0), arrays)
+        self.flushed = dict(self.lengths)
         self.buffer, self.buffered_bytes = {}, 0
 
     def write(self, carry, key, phase=None) -> None:
-        """Flush the draws, then write the complete state atomically (the draws first: a state never accounts for
-        draws that are not on disk) and drop state files older than the previous one."""
-        self.flush()
+        """Write the complete state atomically, with the draws not yet in the store (a state accounts for every draw
+        taken: those in the store and those it carries), and drop state files older than the previous one."""
         self.seq += 1
         leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(carry)]
         arrays = {f"leaf_{i:04d}": a for i, a in enumerate(leaves)}
+        for group, pieces in self.buffer.items():
+            for name in pieces[0]:
+                arrays[f"pending:{group}:{name}"] = np.concatenate([p[name] for p in pieces], axis=1)
         arrays["phase_key"] = np.asarray(key)
         if self.skipped is not None:
             arrays["skipped"] = self.skipped
         meta = {"phase": phase or self.phase, "next_chunk": self.next_chunk, "seq": self.seq,
-                "lengths": self.lengths, "max_residual": self.max_residual, "has_failure": self.has_failure,
+                "lengths": self.lengths, "flushed": self.flushed, "max_residual": self.max_residual, "has_failure": self.has_failure,
                 "wall_time": self.prior_wall_time + time.perf_counter() - self.t0,
                 "treedef": str(jax.tree_util.tree_structure(carry))}
         atomic_write(self.directory / f"state-{self.seq:06d}.ckpt", _encode_state(arrays, meta))
@@ -400,6 +424,11 @@ class Run:
         self.phase = "done"
         self.write(carry, key, phase="done")
         return self.result()
+
+
+def _store_sizes(fingerprint: dict) -> dict:
+    return {"warmup_sample_stats": int(fingerprint["n_warmup"]), "posterior": int(fingerprint["n_samples"]),
+            "sample_stats": int(fingerprint["n_samples"])}
 
 
 def _version() -> str:

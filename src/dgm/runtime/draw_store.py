@@ -9,13 +9,14 @@ Layout (Zarr format 3, one group per ArviZ group, the dimension names :meth:`dgm
     observed_data/x        (x_dim,)
     root attributes        the ``dgm_*`` metadata of :meth:`dgm.Result.to_arviz`, written when the run finishes
 
-A Zarr chunk holds ``chunk_size`` draws of every chain, one driver chunk: cutting the store back to a checkpoint
-(:meth:`DrawStore.truncate`, a resize at a chunk boundary) never keeps half of a chunk, and zarr-python writes each
-chunk and metadata file atomically. The store is read with ``xarray.open_datatree(path, engine="zarr")`` — ArviZ's
+The arrays are allocated at their final size when the run starts, with Zarr chunks of whole driver chunks (about
+``CHUNK_BYTES`` each: per-draw statistics take few files); each flush writes at known offsets (no resize, no metadata
+rewrite), zarr-python writes each chunk file atomically (a partly written chunk is read, updated and replaced), and a
+resumed run simply writes again what its checkpoint does not account for. The store is read with ``xarray.open_datatree(path, engine="zarr")`` — ArviZ's
 own reader — lazily; :func:`open_result` wraps it as a :class:`dgm.Result` whose arrays load on first use
 (:class:`LazyArray`), so a run larger than memory can still be summarised one variable at a time. Written by hand
-(zarr-python does the storage): only the append-per-chunk bookkeeping, which neither ArviZ nor xarray offers
-without re-reading the store on every append.
+(zarr-python does the storage): only the write-per-chunk bookkeeping; xarray's ``to_zarr(append_dim=...)`` re-reads
+and rewrites the store's metadata on every append, several times slower per checkpoint.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-GROUPS = ("posterior", "sample_stats", "warmup_sample_stats")
-
+CHUNK_BYTES = 1 << 20
+"""Target size of a Zarr chunk (at least one driver chunk of draws)."""
 
 def _dims(group: str, name: str, ndim: int) -> list[str]:
     extra = ndim - 2
@@ -37,7 +38,8 @@ def _dims(group: str, name: str, ndim: int) -> list[str]:
 
 
 class DrawStore:
-    """An append-only Zarr store of one run's draws (see the module docstring for the layout)."""
+    """A Zarr store of one run's draws, its arrays allocated at their final size and filled chunk by chunk (see the
+    module docstring for the layout)."""
 
     def __init__(self, path, chunk_size: int):
         import zarr
@@ -45,51 +47,46 @@ class DrawStore:
         self.path = Path(path)
         self.chunk_size = int(chunk_size)
         self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+        self.sizes = dict(self.root.attrs.get("dgm_draw_store_sizes", {}))
+        self._arrays: dict = {}
+        self._groups: dict = {}
 
     @classmethod
-    def create(cls, path, chunk_size: int, x_obs) -> "DrawStore":
+    def create(cls, path, chunk_size: int, x_obs, sizes: dict) -> "DrawStore":
+        """A new store for ``sizes[group]`` draws per group (``warmup_sample_stats``: the warm-up iterations,
+        ``posterior`` and ``sample_stats``: the kept draws)."""
         import zarr
 
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         x = np.asarray(x_obs, dtype=np.float64)
         observed = root.create_group("observed_data")
         observed.create_array("x", shape=x.shape, dtype=x.dtype, dimension_names=["x_dim"])[...] = x
+        root.attrs["dgm_draw_store_sizes"] = {k: int(v) for k, v in sizes.items()}
         return cls(path, chunk_size)
 
-    def append(self, group: str, arrays: dict) -> None:
-        """Append ``(chain, draw, ...)`` arrays along ``draw`` to the variables of ``group`` (created on first use,
-        Zarr chunks of ``chunk_size`` draws)."""
-        target = self.root.require_group(group)
-        existing = set(target.array_keys())
+    def _array(self, group: str, name: str, like: np.ndarray):
+        key = (group, name)
+        if key not in self._arrays:
+            target = self.root.require_group(group)
+            if group not in self._groups:  # the arrays already there (a resumed run), listed once
+                self._groups[group] = dict(target.arrays())
+            if name in self._groups[group]:
+                self._arrays[key] = self._groups[group][name]
+            else:
+                total = max(1, int(self.sizes[group]))
+                per_draw = max(1, like.nbytes // max(1, like.shape[1]))
+                draws = min(total, self.chunk_size * max(1, CHUNK_BYTES // (per_draw * self.chunk_size)))
+                self._arrays[key] = target.create_array(
+                    name, shape=(like.shape[0], total) + like.shape[2:], dtype=like.dtype,
+                    chunks=(like.shape[0], draws) + like.shape[2:], dimension_names=_dims(group, name, like.ndim))
+        return self._arrays[key]
+
+    def write(self, group: str, start: int, arrays: dict) -> None:
+        """Write ``(chain, draw, ...)`` arrays at draws ``start, start + 1, ...`` of ``group``'s variables (created
+        on first use)."""
         for name, value in arrays.items():
             value = np.asarray(value)
-            if name not in existing:
-                target.create_array(name, shape=(value.shape[0], 0) + value.shape[2:], dtype=value.dtype,
-                                    chunks=(value.shape[0], self.chunk_size) + value.shape[2:],
-                                    dimension_names=_dims(group, name, value.ndim))
-            target[name].append(value, axis=1)
-
-    def lengths(self) -> dict:
-        """Draws stored per group (the shortest variable's)."""
-        out = {}
-        for group in GROUPS:
-            if group in self.root.group_keys():
-                sizes = [a.shape[1] for _, a in self.root[group].arrays()]
-                out[group] = min(sizes) if sizes else 0
-        return out
-
-    def truncate(self, lengths: dict) -> None:
-        """Cut every variable of each group back to ``lengths[group]`` draws (what a checkpoint accounts for)."""
-        for group in GROUPS:
-            if group not in self.root.group_keys():
-                continue
-            keep = int(lengths.get(group, 0))
-            for _, array in self.root[group].arrays():
-                if array.shape[1] != keep:
-                    if array.shape[1] < keep:
-                        raise ValueError(f"draw store {self.path}: {group}/{array.basename} holds {array.shape[1]} "
-                                         f"draws, fewer than the {keep} its checkpoint accounts for")
-                    array.resize((array.shape[0], keep) + array.shape[2:])
+            self._array(group, name, value)[:, start:start + value.shape[1]] = value
 
     def set_attrs(self, attrs: dict) -> None:
         self.root.attrs.update(attrs)
