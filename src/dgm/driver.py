@@ -431,6 +431,8 @@ def sample(
             wall_time = time.perf_counter() - t0
         finally:
             bar.close()
+            if run is not None:
+                run.close()  # the state file being written is finished, also after an error
         ran = np.asarray(step_sizes, dtype=float)
         settings = {k: v for k, v in options.items() if np.isscalar(v)}
         settings.update(

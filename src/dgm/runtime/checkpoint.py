@@ -7,13 +7,14 @@ A run directory holds
 * ``state-NNNNNN.ckpt`` — the state after a chunk: a magic line, the sha256 of the payload, the payload (NumPy
   ``.npz``): every leaf of the chains' states (positions and cached geometry: gradients, Jacobians, Gram factors),
   the dual-averaging state, the metric-adaptation (Welford) state, the step sizes, the phase's PRNG key, the failure
-  counts of thinned-away transitions, the draws taken since the last write to the store (at most ``FLUSH_BYTES``:
-  a checkpoint is one file write however many variables the store has), and JSON metadata (phase, next chunk, draws
+  counts of thinned-away transitions, the draws taken since the last write to the store (up to ``CARRY_BYTES``:
+  a checkpoint is then one file write however many variables the store has), and JSON metadata (phase, next chunk, draws
   taken and draws in the store per group, max residual, wall time so far);
 * ``draws.zarr`` — the draws so far (:mod:`dgm.runtime.draw_store`).
 
 Each state file is written to a temporary file in the directory, ``fsync``-ed, renamed over its name
-(``os.replace``, atomic on POSIX) and the directory ``fsync``-ed; the newest two are kept. Reading checks the magic
+(``os.replace``, atomic on POSIX) and the directory ``fsync``-ed, by a writer thread while the next chunk runs (one
+file at a time, in order); the newest two are kept. Reading checks the magic
 line and the checksum and falls back, with a warning, to the previous state when the newest is truncated or corrupt.
 
 Why a resumed run is bit-identical to an uninterrupted one: the driver's chunk ``k`` of a phase draws its randomness
@@ -26,6 +27,7 @@ JAX sampler's host loop; Orbax checkpoints pytrees but not a run's draws, finger
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -50,8 +52,10 @@ STORE = "draws.zarr"
 MAGIC = b"DGMCKPT1\n"
 KEEP = 2  # state files kept: the newest and the previous good one
 FLUSH_BYTES = 8 << 20
-"""Draws are buffered in memory and written to the store once they reach this size (and when the run ends); a
-checkpoint carries the buffered draws in its state file, so that checkpointing costs one file write."""
+"""Draws are buffered in memory and written to the store once they reach this size (and when the run ends)."""
+CARRY_BYTES = 1 << 20
+"""A checkpoint carries up to this many bytes of buffered draws in its state file (one file write, however many
+variables the store has) and writes more to the store first."""
 PHASES = ("warmup", "sampling", "done")
 DEFAULT_CHUNKS = 10
 """``checkpoint_every=None``: a checkpoint every ``DEFAULT_CHUNKS`` chunks (1000 iterations with ``chunk_size=100``)."""
@@ -269,6 +273,8 @@ class Run:
         self.has_failure = bool(meta["has_failure"])
         self.chunks_since = 0
         self.t0 = time.perf_counter()
+        self._writer = None  # a thread writing state files
+        self._pending = None  # the state file being written
 
     # -- opening ----------------------------------------------------------------------------------------------------
     @classmethod
@@ -392,6 +398,8 @@ class Run:
     def write(self, carry, key, phase=None) -> None:
         """Write the complete state atomically, with the draws not yet in the store (a state accounts for every draw
         taken: those in the store and those it carries), and drop state files older than the previous one."""
+        if self.buffered_bytes > CARRY_BYTES:
+            self.flush()
         self.seq += 1
         leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(carry)]
         arrays = {f"leaf_{i:04d}": a for i, a in enumerate(leaves)}
@@ -402,13 +410,35 @@ class Run:
         if self.skipped is not None:
             arrays["skipped"] = self.skipped
         meta = {"phase": phase or self.phase, "next_chunk": self.next_chunk, "seq": self.seq,
-                "lengths": self.lengths, "flushed": self.flushed, "max_residual": self.max_residual, "has_failure": self.has_failure,
-                "wall_time": self.prior_wall_time + time.perf_counter() - self.t0,
+                "lengths": dict(self.lengths), "flushed": dict(self.flushed), "max_residual": self.max_residual,
+                "has_failure": self.has_failure, "wall_time": self.prior_wall_time + time.perf_counter() - self.t0,
                 "treedef": str(jax.tree_util.tree_structure(carry))}
-        atomic_write(self.directory / f"state-{self.seq:06d}.ckpt", _encode_state(arrays, meta))
-        for old in _state_files(self.directory)[KEEP:]:
-            old.unlink(missing_ok=True)
+        path = self.directory / f"state-{self.seq:06d}.ckpt"
+
+        def write_state():  # in the writer thread: encoding and fsync overlap the next chunk
+            atomic_write(path, _encode_state(arrays, meta))
+            for old in _state_files(self.directory)[KEEP:]:
+                old.unlink(missing_ok=True)
+
+        self.wait()  # one state file at a time, in order; a failed write raises here
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dgm-checkpoint")
+        self._pending = self._writer.submit(write_state)
         self.chunks_since = 0
+
+    def wait(self) -> None:
+        """Wait for the state file being written (raising its error, if any)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        """Let the state file being written finish (the host loop's ``finally``: also after an error)."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending])
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def finish(self, meta: dict, carry, key) -> Result:
         """Write the run's metadata to the store and the final ("done") state; the :class:`Result`, read lazily."""
@@ -423,6 +453,11 @@ class Run:
         self.prior_wall_time, self.t0 = meta["wall_time"], time.perf_counter()
         self.phase = "done"
         self.write(carry, key, phase="done")
+        self.wait()
+        self.close()
+        written = {group for group, _ in self.store._arrays}  # groups whose arrays this process has open
+        if all(group in written for group, n in self.store.sizes.items() if n):
+            return open_result(self.directory / STORE, self.store)
         return self.result()
 
 

@@ -67,11 +67,12 @@ class DrawStore:
     def _array(self, group: str, name: str, like: np.ndarray):
         key = (group, name)
         if key not in self._arrays:
-            target = self.root.require_group(group)
-            if group not in self._groups:  # the arrays already there (a resumed run), listed once
-                self._groups[group] = dict(target.arrays())
-            if name in self._groups[group]:
-                self._arrays[key] = self._groups[group][name]
+            if group not in self._groups:  # the group, and the arrays already there (a resumed run), listed once
+                target = self.root.require_group(group)
+                self._groups[group] = (target, dict(target.arrays()))
+            target, existing = self._groups[group]
+            if name in existing:
+                self._arrays[key] = existing[name]
             else:
                 total = max(1, int(self.sizes[group]))
                 per_draw = max(1, like.nbytes // max(1, like.shape[1]))
@@ -89,7 +90,7 @@ class DrawStore:
             self._array(group, name, value)[:, start:start + value.shape[1]] = value
 
     def set_attrs(self, attrs: dict) -> None:
-        self.root.attrs.update(attrs)
+        self.root.update_attributes(attrs)  # one metadata write
 
 
 class LazyArray(NDArrayOperatorsMixin):
@@ -128,20 +129,23 @@ class LazyArray(NDArrayOperatorsMixin):
         return f"LazyArray(shape={self.shape}, dtype={self.dtype}, store={self._array.store_path})"
 
 
-def open_result(path):
-    """The :class:`dgm.Result` of a finished run stored at ``path`` (a draw store), its arrays read lazily.
+def open_result(path, store: "DrawStore | None" = None):
+    """The :class:`dgm.Result` of a finished run stored at ``path`` (a draw store), its arrays read lazily (from
+    ``store``'s open arrays when given: the run that just wrote them).
 
     ``result.to_arviz()`` opens the store with xarray (lazily); ``dgm.load(path)`` reads it into memory instead."""
     import zarr
 
     from dgm.result import Result
 
-    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    root = zarr.open_group(str(path), mode="r", zarr_format=3) if store is None else store.root
     attrs = dict(root.attrs)
     if "dgm_method" not in attrs:
         raise ValueError(f"draw store {str(path)!r} holds no finished run (no dgm_* metadata)")
 
     def group(name):
+        if store is not None:
+            return {key: LazyArray(array) for (g, key), array in store._arrays.items() if g == name}
         if name not in root.group_keys():
             return {}
         return {key: LazyArray(array) for key, array in root[name].arrays()}
