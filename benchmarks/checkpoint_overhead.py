@@ -13,7 +13,7 @@ peak memory against the number of draws kept, in memory against streamed to disk
 Thread configuration: single-threaded XLA and BLAS (:func:`dgm.threads.configure_cpu_threads`), in every subprocess.
 Usage::
 
-    python benchmarks/checkpoint_overhead.py [--iterations 1000] [--chunk-size 10] [--repeats 3]
+    python benchmarks/checkpoint_overhead.py [--iterations 3000] [--chunk-size 30] [--repeats 2]
                                              [--dim 2000] [--draws 1000,2000,4000,8000]
 """
 
@@ -139,9 +139,9 @@ def memory(dim: int, draws_list: list[int]) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=1000, help="warm-up (10 %%) + sampling iterations")
-    parser.add_argument("--chunk-size", type=int, default=10, help="iterations per compiled chunk")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is reported")
+    parser.add_argument("--iterations", type=int, default=3000, help="warm-up (10 %%) + sampling iterations")
+    parser.add_argument("--chunk-size", type=int, default=30, help="iterations per compiled chunk")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best is reported")
     parser.add_argument("--dim", type=int, default=2000, help="inputs of the memory benchmark's model")
     parser.add_argument("--draws", default="1000,2000,4000,8000", help="draws per chain in the memory benchmark")
     parser.add_argument("--skip", choices=["overhead", "memory"], help="leave one part out")

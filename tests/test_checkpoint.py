@@ -4,7 +4,6 @@ The promise tested: a run killed with SIGKILL and resumed gives draws and statis
 run with the same seed; a damaged newest checkpoint falls back to the previous one; anything else is a clear error.
 """
 
-import os
 import signal
 import subprocess
 import sys

@@ -21,8 +21,9 @@ Why a resumed run is bit-identical to an uninterrupted one: the driver's chunk `
 from ``fold_in(phase_key, k)`` with the phase keys split from ``PRNGKey(seed)``, so it depends on (seed, phase, chunk
 index) only, never on when the process started; the state is restored bit for bit into the same compiled program
 (the fingerprint pins every setting it was compiled for); the draws the state carries go back into the buffer and
-draws written to the store after the checkpoint are written again, identically, at the same offsets. Hand-written (no library covers a
-JAX sampler's host loop; Orbax checkpoints pytrees but not a run's draws, fingerprint and fallback).
+draws written to the store after the checkpoint are written again, identically, at the same offsets.
+Hand-written: no library covers a JAX sampler's host loop (Orbax checkpoints pytrees, not a run's draws, settings
+fingerprint and fallback).
 """
 
 from __future__ import annotations
@@ -32,11 +33,9 @@ import hashlib
 import io
 import json
 import os
-import re
 import tempfile
 import time
 import warnings
-import weakref
 from pathlib import Path
 
 import jax
@@ -45,6 +44,7 @@ import numpy as np
 
 from dgm.result import Result, schema_stats
 from dgm.runtime.draw_store import DrawStore, open_result
+from dgm.runtime.fingerprint import differences as _differences, fingerprint  # noqa: F401  (re-exported)
 
 FORMAT = "dgm.checkpoint/1"
 RUN_FILE = "run.json"
@@ -61,84 +61,12 @@ DEFAULT_CHUNKS = 10
 """``checkpoint_every=None``: a checkpoint every ``DEFAULT_CHUNKS`` chunks (1000 iterations with ``chunk_size=100``)."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, not a checkpoint, corrupt beyond recovery, or of another run."""
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# the fingerprint: what a resumed call must agree on
-# ---------------------------------------------------------------------------------------------------------------------
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _array_digest(value) -> str:
-    a = np.ascontiguousarray(np.asarray(value))
-    return f"{a.dtype.str}{list(a.shape)}:{_sha256(a.tobytes())[:16]}"
-
-
-def _jsonable(value):
-    if isinstance(value, (np.ndarray, jax.Array)):
-        return _array_digest(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-_PROBES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _model_probe(model) -> str:
-    """A digest of the model's functions: the program of each (its jaxpr, traced in float64, function addresses
-    removed) and the values of the constants it closes over. Another generator, latent map or input density — or the
-    same code around other data — gives another digest. Tracing only (no compilation); cached per model object."""
-    if model in _PROBES:
-        return _PROBES[model]
-    from dgm.precision import float64
-
-    digest = hashlib.sha256()
-    with float64():
-        like = jax.ShapeDtypeStruct((model.input_dim,), jnp.float64)
-        for fn in (model.generator, model.latents, model.log_input_density):
-            closed = jax.make_jaxpr(fn)(like)
-            digest.update(re.sub(r" at 0x[0-9a-fA-F]+", "", str(closed.jaxpr)).encode())
-            for const in closed.consts:
-                digest.update(_array_digest(const).encode())
-    _PROBES[model] = digest.hexdigest()[:16]
-    return _PROBES[model]
-
-
-def fingerprint(model, x_obs, *, method, common, options, n_chains, n_warmup, n_samples, thin, seed, chunk_size,
-                chain_method, step_size_adaptation, initial_positions=None) -> dict:
-    """The settings a resumed call must share with the checkpointed run (a flat dict of JSON values): the model
-    (name, shapes, a probe of its functions), the observation (digest), method and every option, chains, phases'
-    lengths, thinning, seed, chunking (it sets the key schedule), chain layout and starting points."""
-    record = {
-        "model": model.name, "input_dim": model.input_dim, "output_shape": list(model.output_shape()),
-        "latent_shape": list(model.latent_shape()), "model_functions": _model_probe(model),
-        "observation": _array_digest(np.asarray(x_obs, dtype=np.float64)), "method": method,
-        "n_chains": n_chains, "n_warmup": n_warmup, "n_samples": n_samples, "thin": thin, "seed": seed,
-        "chunk_size": chunk_size, "chain_method": chain_method, "step_size_adaptation": step_size_adaptation,
-        "initial_positions": None if initial_positions is None else _array_digest(
-            np.asarray(initial_positions, dtype=np.float64)),
-    }
-    record.update({f"option {k}": _jsonable(v) for k, v in sorted(common.items())})
-    record.update({f"option {k}": _jsonable(v) for k, v in sorted(options.items())})
-    return record
-
-
-def _differences(stored: dict, given: dict) -> list[str]:
-    out = []
-    for key in sorted(set(stored) | set(given), key=lambda k: (k.startswith("option"), k)):
-        if stored.get(key, "(not set)") != given.get(key, "(not set)"):
-            shown = "(differs)" if key in ("model_functions", "observation", "initial_positions") else None
-            out.append(f"{key}: {shown or repr(given.get(key, '(not set)'))} here, "
-                       f"{shown or repr(stored.get(key, '(not set)'))} in the checkpoint")
-    return out
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, not a checkpoint, corrupt beyond recovery, or of another run."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ Layout (Zarr format 3, one group per ArviZ group, the dimension names :meth:`dgm
 The arrays are allocated at their final size when the run starts, with Zarr chunks of whole driver chunks (about
 ``CHUNK_BYTES`` each: per-draw statistics take few files); each flush writes at known offsets (no resize, no metadata
 rewrite), zarr-python writes each chunk file atomically (a partly written chunk is read, updated and replaced), and a
-resumed run simply writes again what its checkpoint does not account for. The store is read with ``xarray.open_datatree(path, engine="zarr")`` — ArviZ's
-own reader — lazily; :func:`open_result` wraps it as a :class:`dgm.Result` whose arrays load on first use
-(:class:`LazyArray`), so a run larger than memory can still be summarised one variable at a time. Written by hand
+resumed run simply writes again what its checkpoint does not account for. The store is read with
+``xarray.open_datatree(path, engine="zarr")`` — ArviZ's own reader — lazily; :func:`open_result` wraps it as a
+:class:`dgm.Result` whose arrays load on first use (:class:`LazyArray`), so a run larger than memory can still be
+summarised one variable at a time. Written by hand
 (zarr-python does the storage): only the write-per-chunk bookkeeping; xarray's ``to_zarr(append_dim=...)`` re-reads
 and rewrites the store's metadata on every append, several times slower per checkpoint.
 """
