@@ -56,6 +56,16 @@ def _lotka_volterra_parser(sub):
     p.add_argument("--quick", action="store_true",
                    help="a run of about a minute (fewer draws), for a first look")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    saving = p.add_mutually_exclusive_group()
+    saving.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="write each sampling run's complete state and its draws to DIR/<method>/ as it goes "
+                             "(atomic, checksummed), so that a killed run can be continued with --resume DIR")
+    saving.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the runs checkpointed in DIR with the same options: finished methods are "
+                             "loaded, an interrupted one goes on from its last checkpoint (draws bit-identical to an "
+                             "uninterrupted run), methods not yet started start")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="iterations between checkpoints (rounded to chunks of 100)")
     p.set_defaults(run=_run_lotka_volterra)
 
 
@@ -76,13 +86,16 @@ def _run_lotka_volterra(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("run", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "out", "checkpoint", "resume")}
     settings["preset_values"] = PRESETS[args.preset]
     results = run_experiment(
         specs, chains=args.chains, warmup=args.warmup, samples=args.samples, abc_samples=args.abc_samples,
         abc_thin=args.abc_thin, abc_simulations=args.abc_simulations, seed=args.seed, preset=args.preset,
-        step=args.step, progress=not args.no_progress, out=args.out,
+        step=args.step, progress=not args.no_progress, out=args.out, checkpoint=args.checkpoint,
+        resume=args.resume, checkpoint_every=args.checkpoint_every,
     )
     rows = table_rows(results)
     print("\n" + text_table(rows, PARAMETER_NAMES))

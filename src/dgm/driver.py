@@ -263,6 +263,9 @@ def sample(
     chunk_size: int = 100,
     compilation_cache: bool = True,
     detect_components="auto",
+    checkpoint=None,
+    checkpoint_every=None,
+    resume=None,
     **options,
 ) -> Result:
     """Sample the inputs of ``model`` conditioned on ``generator(u) = x_obs``.
@@ -308,6 +311,18 @@ def sample(
         and no chain moved between them. ``"auto"``: path tests when the chains disagree (R-hat of ``u`` above
         1.05) or the model declares symmetries, in runs of at least 20 draws per chain; ``True``: always; ``False``:
         never.
+      checkpoint: a directory to write the run to as it goes (it must not exist or be empty): the complete state
+        (chain states with their cached geometry, step-size and metric adaptation, step sizes, PRNG keys, phase and
+        iteration, the settings) every ``checkpoint_every`` iterations, atomically with a checksum, and the draws to
+        an on-disk Zarr store instead of memory: the returned :class:`Result` reads them lazily
+        (:mod:`dgm.runtime.checkpoint`, :mod:`dgm.runtime.draw_store`).
+      checkpoint_every: iterations (warm-up and sampling counted together) between checkpoints, rounded to the
+        nearest whole number of chunks (at least one); default ``10 * chunk_size``. The run's draws do not depend
+        on it.
+      resume: a checkpoint directory to continue: the same call with ``resume=DIR`` (same model, observation and
+        settings — a difference is a ``ValueError`` naming it) goes on from the last good checkpoint and gives draws
+        bit-identical to an uninterrupted run; on a finished run it returns the stored result. ``checkpoint=DIR,
+        resume=DIR`` continues the run in ``DIR`` if there is one and starts it otherwise.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
         ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
@@ -364,7 +379,22 @@ def sample(
         else:
             how = "fixed"
         key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
-        if initial_positions is None:
+        run = None
+        if checkpoint is not None or resume is not None or checkpoint_every is not None:
+            from dgm.runtime import checkpoint as checkpointing
+
+            run = checkpointing.open_run(
+                checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size,
+                x_obs=x, fingerprint=checkpointing.fingerprint(
+                    model, x, method=method, common=common, options=options, n_chains=n_chains, n_warmup=n_warmup,
+                    n_samples=n_samples, thin=thin, seed=seed, chunk_size=chunk_size, chain_method=chain_method,
+                    step_size_adaptation=how, initial_positions=initial_positions))
+            if run is not None and run.finished:
+                return run.result()
+        resumed = run is not None and run.resumed
+        if resumed:  # the chains' states come from the checkpoint
+            positions = np.zeros((n_chains, model.input_dim))
+        elif initial_positions is None:
             positions = np.asarray(algorithm.initial_positions(key_init, n_chains), dtype=np.float64)
         else:
             positions = _check_initial_positions(model, x, initial_positions, algorithm, common["tol"],
@@ -389,7 +419,7 @@ def sample(
                                       mm_state)
         compile_time = programs.compile_time
         heuristic_keys = jax.random.split(key_warmup, n_chains)
-        if how == "find-reasonable-step-size":
+        if how == "find-reasonable-step-size" and not resumed:
             t0 = time.perf_counter()
             states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
             heuristic = jax.jit(lambda keys, states, steps, x_obs: _heuristic_step_sizes(method_at(x_obs))(
@@ -399,22 +429,27 @@ def sample(
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
         try:
             t0 = time.perf_counter()
-            states = programs.init(jnp.asarray(positions), x)
-            if how == "find-reasonable-step-size":
+            if resumed:
+                states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
+                states, da_state, mm_state, step_sizes = run.restore((states_like, da_state, mm_state, step_sizes))
+            else:
+                states = programs.init(jnp.asarray(positions), x)
+            if how == "find-reasonable-step-size" and not resumed:
                 step_sizes = heuristic(heuristic_keys, states, step_sizes, x)
+            if run is not None:
+                run.begin()
             warmup_out, states, da_state, mm_state = _run_phase(programs.chunk, states, da_state, step_sizes,
                                                                 key_warmup, x, adapt, n_warmup, 1, chunk_size, bar,
-                                                                mm_state, schedule)
+                                                                mm_state, schedule, run=run, phase="warmup")
             if adapt and n_warmup:
                 step_sizes = jax.vmap(da_final)(da_state)
             out, states, _, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
-                                           n_samples, thin, chunk_size, bar, mm_state)
+                                           n_samples, thin, chunk_size, bar, mm_state, run=run, phase="sampling")
             wall_time = time.perf_counter() - t0
         finally:
             bar.close()
-        stats = out["stats"]
-        stats["constraint_residual"] = out["residual"]
-        skipped = out["skipped_failures"].sum(axis=1)  # (chain, reason) over the unrecorded thinned transitions
+            if run is not None:
+                run.close()  # the state file being written is finished, also after an error
         ran = np.asarray(step_sizes, dtype=float)
         settings = {k: v for k, v in options.items() if np.isscalar(v)}
         settings.update(
@@ -426,28 +461,28 @@ def sample(
         settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
         if model.symmetries:
             settings["symmetries"] = [sym.name for sym in model.symmetries]
-        result = Result(
-            latents=out["latents"],
-            inputs=out["inputs"],
-            stats=schema_stats(stats),
-            step_size=np.asarray(step_sizes),
-            wall_time=wall_time,
-            compile_time=compile_time,
-            setup_time=setup_time,
-            method=algorithm.name,
-            max_residual=float(np.max(out["residual"])),
-            x_obs=np.asarray(x),
-            epsilon=algorithm.epsilon,
-            settings=settings,
-            warmup_stats=schema_stats(warmup_out["stats"]) if n_warmup else {},
-            latent_names=getattr(model, "latent_names", None),
-            unrecorded_failures={name: int(skipped[:, i].sum()) for i, name in enumerate(
-                FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
-            kernel=algorithm.kernel,
-        )
+        meta = dict(step_size=np.asarray(step_sizes), wall_time=wall_time, compile_time=compile_time,
+                    setup_time=setup_time, method=algorithm.name, x_obs=np.asarray(x), epsilon=algorithm.epsilon,
+                    settings=settings, latent_names=getattr(model, "latent_names", None), kernel=algorithm.kernel)
+        if run is not None:  # draws on disk: the result reads them lazily
+            result = run.finish(meta, (states, da_state, mm_state, step_sizes), key_sample)
+        else:
+            stats = out["stats"]
+            stats["constraint_residual"] = out["residual"]
+            skipped = out["skipped_failures"].sum(axis=1)  # (chain, reason) over the unrecorded thinned transitions
+            result = Result(
+                latents=out["latents"],
+                inputs=out["inputs"],
+                stats=schema_stats(stats),
+                max_residual=float(np.max(out["residual"])),
+                warmup_stats=schema_stats(warmup_out["stats"]) if n_warmup else {},
+                unrecorded_failures={name: int(skipped[:, i].sum()) for i, name in enumerate(
+                    FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
+                **meta,
+            )
         if algorithm.kernel == "exact":  # constrained HMC: which components of the manifold do the chains occupy?
             result.components = components_after_sampling(
-                model, x, result.inputs, stats, detect_components, tol=common["tol"],
+                model, x, result.inputs, result.stats, detect_components, tol=common["tol"],
                 max_newton=common["max_newton"], geometry=options.get("geometry", "auto"))
     _report(result, progress)
     warn_if_stuck(result.components, result.method)
@@ -455,11 +490,20 @@ def sample(
 
 
 def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
-               chunk_size: int, bar: _Progress, mm_state=None, schedule=None):
+               chunk_size: int, bar: _Progress, mm_state=None, schedule=None, run=None, phase=None):
     """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``.
-    ``schedule``: ``(n_iterations, 2)`` metric-window flags (:func:`dgm.adaptation.warmup_schedule`), or none."""
+    ``schedule``: ``(n_iterations, 2)`` metric-window flags (:func:`dgm.adaptation.warmup_schedule`), or none.
+
+    Chunk ``index`` uses the key ``fold_in(key, index)``: the draws depend on (seed, phase, chunk index) only. With
+    a checkpointed ``run`` (:class:`dgm.runtime.checkpoint.Run`) the phase starts at the run's next chunk and each
+    chunk's outputs and state go to ``run.after_chunk`` (draws to disk) instead of being kept: the outputs are ``{}``.
+    """
     pieces = []
+    first = 0 if run is None else run.first_chunk(phase)
+    bar.advance(min(first * chunk_size, n_iterations))
     for index, start in enumerate(range(0, n_iterations, chunk_size)):
+        if index < first:
+            continue
         n_active = min(chunk_size, n_iterations - start)
         window = np.zeros((chunk_size, 2), bool)
         if schedule is not None and len(schedule):
@@ -467,7 +511,11 @@ def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_itera
         states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes,
                                                     jax.random.fold_in(key, index), x, jnp.asarray(adapt),
                                                     jnp.int32(n_active), jnp.int32(n_sub), jnp.asarray(window))
-        pieces.append(jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs))
+        piece = jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs)
+        if run is None:
+            pieces.append(piece)
+        else:
+            run.after_chunk(phase, index, piece, (states, da_state, mm_state, step_sizes), key)
         bar.advance(n_active)
     if not pieces:
         return {}, states, da_state, mm_state

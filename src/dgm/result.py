@@ -60,6 +60,8 @@ class Result:
         ``None`` when not checked. With declared symmetries ``stats`` also holds ``symmetry_proposed``,
         ``symmetry_accepted``, ``symmetry_acceptance_rate``, ``symmetry_index`` and ``symmetry_failure``
         (:mod:`dgm.kernels.symmetry`); :meth:`symmetry_counts` sums them.
+      store: the on-disk draw store (Zarr) the arrays are read from, lazily, when the run streamed its draws to disk
+        (``dgm.sample(..., checkpoint=DIR)``, :mod:`dgm.runtime.draw_store`); ``None`` for draws in memory.
     """
 
     latents: np.ndarray
@@ -79,6 +81,7 @@ class Result:
     unrecorded_failures: dict = dataclasses.field(default_factory=dict)
     kernel: Optional[str] = None
     components: Optional[ComponentReport] = None
+    store: Optional[str] = None
 
     @property
     def n_chains(self) -> int:
@@ -142,6 +145,10 @@ class Result:
         """
         import arviz as az
 
+        if self.store is not None:  # draws streamed to disk (dgm.runtime.draw_store): open them lazily
+            from dgm.runtime.draw_store import open_tree
+
+            return open_tree(self.store, self.latent_names)
         groups = {"posterior": {"z": self.latents, "u": self.inputs}, "sample_stats": schema_stats(self.stats)}
         dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"], "x": ["x_dim"]}
         coords = {}
@@ -229,7 +236,8 @@ def _is_zarr(path) -> bool:
 def load(path) -> Result:
     """Read a :class:`Result` written by :meth:`Result.save` (NetCDF or Zarr).
 
-    Files written before dgm moved to ArviZ 1.x (an ``InferenceData`` NetCDF with the run's metadata on the
+    ``path`` may also be a checkpoint directory of ``dgm.sample(..., checkpoint=DIR)`` (its ``draws.zarr`` is read;
+    :func:`dgm.runtime.draw_store.open_result` opens it lazily instead). Files written before dgm moved to ArviZ 1.x (an ``InferenceData`` NetCDF with the run's metadata on the
     ``posterior`` group and the kernels' statistic names) load too.
     """
     import xarray as xr
@@ -238,6 +246,8 @@ def load(path) -> Result:
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no dgm result at {str(path)!r}")
+    if Path(path).is_dir() and (Path(path) / "draws.zarr").is_dir():  # a checkpoint directory: its draw store
+        path = Path(path) / "draws.zarr"
     try:
         options = {"engine": "zarr", "consolidated": False} if _is_zarr(path) else {"engine": "h5netcdf"}
         tree = xr.open_datatree(str(path), **options).load()

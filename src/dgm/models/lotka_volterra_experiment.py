@@ -86,11 +86,26 @@ class RejectionRun:
 
 def run_experiment(specs, *, chains=4, warmup=200, samples=2000, abc_samples=5000, abc_thin=200,
                    abc_simulations=1_000_000, seed=0, preset="paper", step="semi-implicit", progress=True,
-                   out: Optional[Path] = None, log=print) -> dict:
-    """Run each method on the original experiment's observations; save samples to ``out`` if given."""
+                   out: Optional[Path] = None, log=print, checkpoint=None, resume=None,
+                   checkpoint_every=None) -> dict:
+    """Run each method on the original experiment's observations; save samples to ``out`` if given.
+
+    ``checkpoint=DIR``: each MCMC method's run is checkpointed to ``DIR/<label>`` (``dgm.sample(checkpoint=)``);
+    ``resume=DIR``: each continues from there (a finished one is loaded, one not started yet starts)."""
     import dgm
     from dgm.kernels.abc import abc_rejection
     from dgm.models.lotka_volterra import default_observations, lotka_volterra
+    from dgm.runtime.checkpoint import RUN_FILE
+
+    if resume is not None and not any((Path(resume) / s.label / RUN_FILE).exists() for s in specs):
+        raise ValueError(f"--resume {resume}: no checkpointed run of {', '.join(s.label for s in specs)} there")
+
+    def saving(label):
+        if checkpoint is None and resume is None:
+            return {}
+        directory = Path(resume if resume is not None else checkpoint) / label
+        return {"checkpoint": directory, "resume": directory if resume is not None else None,
+                "checkpoint_every": checkpoint_every}
 
     settings = PRESETS[preset]
     x_obs = default_observations(step)
@@ -100,7 +115,7 @@ def run_experiment(specs, *, chains=4, warmup=200, samples=2000, abc_samples=500
         log(f"\n== {spec.label} ==")
         if spec.method == "chmc":
             result = dgm.sample(model, x_obs, method="chmc", n_chains=chains, n_warmup=warmup, n_samples=samples,
-                                seed=seed, progress=progress, **settings)
+                                seed=seed, progress=progress, **settings, **saving(spec.label))
         elif spec.method == "abc-reject":
             with dgm.float64():
                 start = time.perf_counter()
@@ -114,7 +129,7 @@ def run_experiment(specs, *, chains=4, warmup=200, samples=2000, abc_samples=500
                 kwargs.update(step_size=None, n_steps=settings["n_steps"])
             result = dgm.sample(model, x_obs, method=spec.method, n_chains=chains, n_warmup=warmup,
                                 n_samples=abc_samples, thin=abc_thin if spec.method != "abc-hmc" else 1, seed=seed,
-                                progress=progress, **kwargs)
+                                progress=progress, **kwargs, **saving(spec.label))
         results[spec.label] = result
         if out is not None and not isinstance(result, RejectionRun):
             result.save(Path(out) / f"samples_{spec.label}.nc")
