@@ -148,7 +148,11 @@ class Result:
         if self.store is not None:  # draws streamed to disk (dgm.runtime.draw_store): open them lazily
             from dgm.runtime.draw_store import open_tree
 
-            return open_tree(self.store, self.latent_names)
+            tree = open_tree(self.store, self.latent_names)
+            # the store's own bookkeeping (a dict: no NetCDF attribute type) gives way to the run's metadata
+            tree.attrs = {**{k: v for k, v in tree.attrs.items() if not k.startswith("dgm_draw_store")},
+                          **self._attrs()}
+            return tree
         groups = {"posterior": {"z": self.latents, "u": self.inputs}, "sample_stats": schema_stats(self.stats)}
         dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"], "x": ["x_dim"]}
         coords = {}
