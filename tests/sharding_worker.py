@@ -53,7 +53,7 @@ with dgm.float64():
         except ValueError as error:
             out["indivisible_error"] = np.asarray(str(error))
         xs = np.array([[0.7], [0.1], [-0.5]])
-        many = dict(SETTINGS, n_chains=4)
+        many = dict(SETTINGS, n_chains=4, chain_method="sequential")
         whole = dgm.sample_many(MODEL, xs, **many)
         spread = dgm.sample_many(MODEL, xs, sharded=True, mesh=chain_mesh(jax.devices()[:2]), **many)
         out["many_whole"] = np.stack([r.inputs for r in whole])

@@ -164,6 +164,31 @@ def plot_sbc(pit: np.ndarray, latent_names, path, envelope_prob: float = 0.95, n
     return str(path)
 
 
+def _simulate(model, prior_sampler, key, n: int, keep):
+    """``n`` prior draws ``u*`` and their simulations ``x = g(u*)``, redrawn where ``keep(x)`` is false (rounds of
+    ``2 n`` draws, at most 10)."""
+    kept_u, kept_x, drawn = [], [], 0
+    for attempt in range(10):
+        size = n if keep is None else 2 * n
+        u = jnp.asarray(jax.vmap(prior_sampler)(jax.random.split(jax.random.fold_in(key, attempt), size)),
+                        jnp.float64)
+        if u.shape != (size, model.input_dim):
+            raise ValueError(f"prior_sampler must return ({model.input_dim},) inputs, got {u.shape[1:]}")
+        x = jax.vmap(model.generator)(u)
+        if keep is None:
+            return np.asarray(u), np.asarray(x)
+        ok = np.asarray(jax.vmap(keep)(x), bool) & np.all(np.isfinite(np.asarray(x)), axis=-1)
+        kept_u.append(np.asarray(u)[ok])
+        kept_x.append(np.asarray(x)[ok])
+        drawn += size
+        if sum(len(k) for k in kept_u) >= n:
+            return np.concatenate(kept_u)[:n], np.concatenate(kept_x)[:n]
+        if drawn >= 20 * n:
+            break
+    raise ValueError(f"keep accepted {sum(len(k) for k in kept_u)} of {drawn} simulations, fewer than "
+                     f"n_replications={n}: loosen it")
+
+
 def _standard_normal_sampler(input_dim):
     return lambda key: jax.random.normal(key, (input_dim,), jnp.float64)
 
@@ -183,6 +208,7 @@ def sbc(
     alpha: float = 0.01,
     n_simulations: int = 1000,
     figure=None,
+    keep: Optional[Callable] = None,
     progress: bool = True,
     **sample_options,
 ) -> SBCResult:
@@ -202,6 +228,10 @@ def sbc(
         chi2 test (Bonferroni over latents) for :attr:`SBCResult.passed`; n_simulations: draws of the band's
         simulation (ArviZ).
       figure: path of a PNG to write the Δ-ECDF plot to (``None``: no plot).
+      keep: optional ``x -> bool`` (jittable): simulations it refuses are drawn again (e.g. diverging or
+        non-finite trajectories). Conditioning on an event of ``x`` alone leaves every posterior ``p(u | x)``
+        unchanged, so the ranks stay uniform under calibration; ``ValueError`` when fewer than one draw in 20 is
+        kept. Without it, a non-finite simulation is an error.
     """
     import arviz as az
 
@@ -217,11 +247,8 @@ def sbc(
         prior_sampler = _standard_normal_sampler(model.input_dim)
     with float64():
         key_prior, key_sample = jax.random.split(jax.random.PRNGKey(seed))
-        truth = jnp.asarray(jax.vmap(prior_sampler)(jax.random.split(key_prior, n_replications)), jnp.float64)
-        if truth.shape != (n_replications, model.input_dim):
-            raise ValueError(f"prior_sampler must return ({model.input_dim},) inputs, got {truth.shape[1:]}")
-        x = np.asarray(jax.vmap(model.generator)(truth))
-        z_true = np.asarray(jax.vmap(model.latents)(truth)).reshape(n_replications, -1)
+        truth, x = _simulate(model, prior_sampler, key_prior, n_replications, keep)
+        z_true = np.asarray(jax.vmap(model.latents)(jnp.asarray(truth))).reshape(n_replications, -1)
     results = sample_many(model, x, seed=key_sample, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples,
                           progress=progress, **sample_options)
     latents = [np.asarray(r.latents).reshape(r.latents.shape[:2] + (-1,)) for r in results]

@@ -3,20 +3,21 @@
 The driver's chunk program (:func:`dgm.driver._chunk_program`: a ``lax.scan`` over iterations, chains ``vmap``ped,
 step size adapted by dual averaging per chain) takes the observation as an argument; here it is ``vmap``ped once
 more, over a leading observation axis, so ``n_obs x n_chains`` chains advance together in one program that compiles
-once per shape (and is cached across calls). With ``sharded=True`` the observation axis is split over a 1-D device
+once per shape (and is cached across calls); or, with ``chain_method="sequential"`` (CPU default), ``lax.map``
+runs the observations one after another inside that one program. With ``sharded=True`` the observation axis is split over a 1-D device
 mesh (:func:`dgm.runtime.sharding.sharded_program`; across hosts after :func:`dgm.runtime.distributed.initialize`),
 padding the batch to a multiple of the mesh size with copies of the last observation (their draws are dropped).
 
 **Keys.** Observation ``i`` (its *index*: ``indices[i]``, default ``i``) is sampled from the root key
 ``k_i = fold_in(PRNGKey(seed), index)`` exactly as ``dgm.sample`` samples from its seed (``split(k_i, 3)`` into
 initialisation, warm-up and sampling keys). Each observation's chains therefore see the same random numbers however
-the batch is split, ordered or laid out: ``sample_many(m, xs, seed=s)[i]`` holds the draws of
-``dgm.sample(m, xs[i], seed=jax.random.fold_in(jax.random.PRNGKey(s), i), chain_method="vectorized")`` and a batch
-split into pieces (``indices=`` giving each piece its global positions) gives the whole batch's results. Equal keys
-give bit-identical draws when the programs vectorise alike; on CPU, XLA's SIMD loops and their scalar remainders
-round a few operations differently, so draws of different batch sizes agree to rounding (about 1e-15 per
-transition, amplified along a chain) unless ``XLA_FLAGS=--xla_cpu_prefer_vector_width=64`` (tests use it to check
-bitwise equality).
+the batch is split, ordered or laid out: ``sample_many(m, xs, seed=s, chain_method=c)[i]`` holds the draws of
+``dgm.sample(m, xs[i], seed=jax.random.fold_in(jax.random.PRNGKey(s), i), chain_method=c)``, and a batch split into
+pieces (``indices=`` giving each piece its positions in the whole) gives the whole batch's results. With
+``chain_method="sequential"`` (the default on CPU: ``lax.map`` over observations, then over chains) the per-chain
+program is the same whatever the batch, and the equalities are bit for bit (tested). With ``"vectorized"``
+(``vmap`` over observations x chains, the default on accelerators) XLA's kernels for different batch sizes may round
+a few operations differently (measured on CPU: 4e-13 after 50 iterations), so the draws agree to rounding.
 
 **One Result per observation** (a list): each is a complete posterior with its own ``to_arviz()`` DataTree,
 summary, diagnostics and ``save``, which is what ArviZ's functions expect (one posterior with ``chain`` and
@@ -70,7 +71,8 @@ def observation_keys(seed, indices) -> np.ndarray:
     return np.asarray(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, jnp.asarray(indices, jnp.uint32)))
 
 
-def _batched_programs(cache_key, method_at, model, n_obs, n_chains, chunk_size, da_like, x_like, mm_like, mesh):
+def _batched_programs(cache_key, method_at, model, n_obs, n_chains, chunk_size, da_like, x_like, mm_like, mesh,
+                      chain_method="vectorized"):
     """``(init, chunk, compile_time)``: the driver's programs ``vmap``ped over observations (``chunk`` returns its
     outputs ``(chunk, obs, chain, ...)`` so the driver's host loop slices and joins them along iterations)."""
     try:
@@ -85,8 +87,18 @@ def _batched_programs(cache_key, method_at, model, n_obs, n_chains, chunk_size, 
     def init_fn(positions, xs):
         return jax.vmap(lambda p, x: jax.vmap(method_at(x).init)(p))(positions, xs)
 
-    run = _chunk_program(method_at, model, n_chains, chunk_size, "vectorized")
-    batched = jax.vmap(run, in_axes=(0, 0, 0, 0, 0, 0, None, None, None, None), out_axes=(0, 0, 0, 1))
+    run = _chunk_program(method_at, model, n_chains, chunk_size, chain_method)
+    if chain_method == "vectorized":
+        batched = jax.vmap(run, in_axes=(0, 0, 0, 0, 0, 0, None, None, None, None), out_axes=(0, 0, 0, 1))
+    else:  # one observation after another (lax.map), its chains one after another: no lock-stepped loops
+
+        def batched(states, da_state, mm_state, step_sizes, keys, xs, *flags):
+            def one(args):
+                return run(*args, *flags)
+
+            states, da_state, mm_state, outputs = jax.lax.map(one, (states, da_state, mm_state, step_sizes, keys,
+                                                                     xs))
+            return states, da_state, mm_state, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), outputs)
     positions_like = jax.ShapeDtypeStruct((n_obs, n_chains, model.input_dim), jnp.float64)
     states_like = jax.eval_shape(init_fn, positions_like, x_like)
     scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
@@ -133,6 +145,7 @@ def sample_many(
     adapt_step_size=None,
     thin: int = 1,
     chunk_size: int = 100,
+    chain_method: str = "auto",
     sharded: bool = False,
     mesh=None,
     compilation_cache: bool = True,
@@ -146,7 +159,12 @@ def sample_many(
       seed: an integer (or PRNG key); observation ``indices[i]`` uses ``fold_in(PRNGKey(seed), indices[i])``.
       indices: ``n_obs`` distinct non-negative integers naming the observations for their keys (default
         ``range(n_obs)``); give a piece of a larger batch its positions in it to reproduce the whole batch's results.
-      sharded: split the observations over the devices of ``mesh`` (default: all devices of all processes).
+      chain_method: ``"vectorized"`` (``vmap`` over observations x chains), ``"sequential"`` (``lax.map``: one
+        observation, and within it one chain, after another, inside the same compiled program) or ``"auto"``:
+        sequential on CPU, vectorized on accelerators (as :func:`dgm.sample`). The keys, and so the draws up to
+        rounding, do not depend on it.
+      sharded: split the observations over the devices of ``mesh`` (default: all devices of all processes); each
+        device runs its observations by ``chain_method``.
 
     Returns a list of ``n_obs`` :class:`dgm.Result` (see the module docstring for why a list and what each holds;
     ``settings`` records ``observation_index`` and the observation's key as ``seed``). Starting points are found per
@@ -159,6 +177,10 @@ def sample_many(
     n_chains, n_warmup, n_samples, thin, chunk_size = map(int, (n_chains, n_warmup, n_samples, thin, chunk_size))
     if mesh is not None and not sharded:
         raise ValueError("mesh is only used with sharded=True")
+    if chain_method == "auto":
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    if chain_method not in ("vectorized", "sequential"):
+        raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
     common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
     given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
@@ -214,10 +236,10 @@ def sample_many(
         setup_time = time.perf_counter() - t_setup
 
         cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_run, n_chains,
-                     xs.shape[1:], chunk_size, mesh)
+                     xs.shape[1:], chunk_size, mesh, chain_method)
         x_like = jax.ShapeDtypeStruct(x_run.shape, jnp.float64)
         init, chunk, compile_time = _batched_programs(cache_key, method_at, model, n_run, n_chains, chunk_size,
-                                                      da_state, x_like, mm_state, mesh)
+                                                      da_state, x_like, mm_state, mesh, chain_method)
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_obs} observations x {n_chains} chains)",
                         progress)
         try:
@@ -256,7 +278,7 @@ def sample_many(
             observation_index=int(indices[i]), n_observations=n_obs, batch_wall_time=wall_time,
             step_size=(None if not has_step_size else float(ran[0]) if np.all(ran == ran[0]) else ran.tolist()),
             step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
-            chain_method="sharded" if sharded else "vectorized", thin=thin,
+            chain_method=chain_method, sharded=bool(sharded), thin=thin,
         )
         result = Result(
             latents=out["latents"][i], inputs=out["inputs"][i], stats=schema_stats(stats), step_size=ran,
