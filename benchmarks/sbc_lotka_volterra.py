@@ -76,7 +76,9 @@ def main(argv=None):
     import dgm
     from dgm.diagnostics import sbc
 
-    print(f"threads: {THREADS}")
+    import os
+
+    print(f"threads: {THREADS}; cores: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()}")
     model = local_lotka_volterra(args.prior_scale)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
