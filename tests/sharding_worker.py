@@ -62,5 +62,9 @@ with dgm.float64():
         result = dgm.sample(MODEL, [0.7], chain_method="sharded", **SETTINGS)
         out.update(arrays("run", result))
         out["devices"] = np.asarray([jax.device_count(), jax.local_device_count(), jax.process_count()])
+        try:  # a second initialisation that disagrees on the process count
+            dgm.runtime.distributed.initialize(num_processes=3)
+        except RuntimeError as error:
+            out["mismatch_error"] = np.asarray(str(error))
         OUT = OUT.replace(".npz", f"_{info['process_id']}.npz")
 np.savez(OUT, **out)

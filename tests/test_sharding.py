@@ -88,6 +88,7 @@ def test_two_processes_gather_the_one_process_result(tmp_path, layouts):
         for what in ("inputs", "steps", "acceptance"):
             # every process returns all 8 chains, bit for bit those of one process with a mesh of 2 devices
             np.testing.assert_array_equal(part[f"run_{what}"], layouts[f"sharded2_{what}"])
+        assert "num_processes=3 but the running JAX cluster has 2 processes" in str(part["mismatch_error"])
 
 
 def test_distributed_settings_are_checked(monkeypatch):

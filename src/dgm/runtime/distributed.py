@@ -20,6 +20,7 @@ numerics; it only validates the settings and turns JAX's time-outs and mismatche
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 
@@ -69,19 +70,24 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                process_id: int | None = None, *, local_device_ids=None, timeout: int = 300) -> dict:
     """Join this process to a multi-process JAX run (call it first, before any JAX computation).
 
-    Returns ``{"process_id", "num_processes", "local_devices", "global_devices"}``. Raises ``RuntimeError`` with
-    the settings when the processes do not all join within ``timeout`` seconds (e.g. ``num_processes`` larger than
-    the number of processes started) or when the running cluster's process count differs from ``num_processes``;
-    ``ValueError`` for malformed settings (see :func:`settings_from_environment`).
+    Returns ``{"process_id", "num_processes", "local_devices", "global_devices"}``. Raises ``ValueError`` for
+    malformed settings (see :func:`settings_from_environment`) and ``RuntimeError`` when JAX refuses them or when the
+    running cluster's process count differs from ``num_processes``. When fewer processes than ``num_processes`` join
+    within ``timeout`` seconds, JAX 0.12 *terminates* the waiting processes (a fatal ``DEADLINE_EXCEEDED`` from its
+    coordination service, not a Python exception); the line printed to stderr before waiting names the settings.
     """
     settings = settings_from_environment(coordinator_address, num_processes, process_id)
     if jax.config.jax_platforms in (None, "", "cpu") and not jax.config.jax_cpu_collectives_implementation:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU all-gathers across processes
+    if settings:  # JAX aborts the process (not an exception) when the others do not join in time: say so first
+        print(f"dgm: joining {settings['num_processes']} processes at {settings['coordinator_address']} as process "
+              f"{settings['process_id']} (waiting up to {timeout} s; if not all {settings['num_processes']} start, JAX "
+              "ends this process with DEADLINE_EXCEEDED)", file=sys.stderr, flush=True)
     try:
         jax.distributed.initialize(**settings, local_device_ids=local_device_ids, initialization_timeout=timeout)
     except Exception as error:  # noqa: BLE001 - JAX raises several types (RuntimeError, XlaRuntimeError ...)
         text = str(error)
-        if "already" in text and "initialize" in text:  # a second call: accept it if it agrees
+        if "only be called once" in text:  # a second call: accepted if its process count agrees (checked below)
             pass
         else:
             raise RuntimeError(
