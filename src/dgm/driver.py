@@ -185,6 +185,8 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
         programs = _Programs(init, chunk, time.perf_counter() - t0)
         if cache_key is not None:
             _PROGRAM_CACHE[cache_key] = programs
+            while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+                _PROGRAM_CACHE.popitem(last=False)
         return programs
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
@@ -304,9 +306,9 @@ def sample(
       max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``), ``>= 1``.
       chain_method: how chains share the machine inside the scan: ``"vectorized"`` (``vmap``: one batched step),
         ``"sequential"`` (``lax.map``: one chain after another within each iteration), ``"sharded"`` (the chains laid
-        out over the devices of ``mesh``, each device ``vmap``ping its share; the same draws as ``"vectorized"`` for
-        the same seed, bit for bit; across hosts after :func:`dgm.runtime.distributed.initialize`; see
-        :mod:`dgm.runtime.sharding`) or ``"auto"``: sequential on CPU, where batched small linear algebra and
+        out over the devices of ``mesh``, each device ``vmap``ping its share; the same keys, so the draws of
+        ``"vectorized"`` for the same seed, up to XLA rounding a smaller batch differently (see
+        :mod:`dgm.runtime.sharding`); across hosts after :func:`dgm.runtime.distributed.initialize`) or ``"auto"``: sequential on CPU, where batched small linear algebra and
         lock-stepped while-loops cost more than they save, vectorized on accelerators.
       mesh: for ``chain_method="sharded"``: a 1-D ``jax.sharding.Mesh`` (default: every device of every process,
         :func:`dgm.runtime.sharding.chain_mesh`); its size must divide ``n_chains``.
