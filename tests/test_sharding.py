@@ -31,62 +31,50 @@ def _env(**extra):
     return env
 
 
-def _run(args, env=None, timeout=300):
-    done = subprocess.run([sys.executable, WORKER, *args], env=env or _env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
-    path = tmp_path_factory.mktemp("layouts") / "layouts.npz"
-    _run(["layouts", str(path)])
-    return dict(np.load(path))
-
-
-@pytest.mark.parametrize("n_devices", [2, 4])
-def test_sharded_draws_equal_vectorized(layouts, n_devices):
-    for what in ("inputs", "steps", "acceptance"):
-        np.testing.assert_allclose(layouts[f"sharded{n_devices}_{what}"], layouts[f"vectorized_{what}"], rtol=0,
-                                   atol=TOL)
-    # the chains are not all alike (the keys do differ per chain)
-    assert np.ptp(layouts["vectorized_inputs"][:, -1, 0]) > 0.1
-
-
-def test_indivisible_mesh_is_an_error(layouts):
-    message = str(layouts["indivisible_error"])
-    assert "n_chains=6" in message and "4 devices" in message
-
-
-def test_sample_many_sharded_over_observations(layouts):
-    # 3 observations over 2 devices: one padded copy, dropped; observations run one after another on each device
-    # (chain_method="sequential", the CPU default), so bit for bit the unsharded batch
-    assert layouts["many_sharded"].shape == layouts["many_whole"].shape == (3, 4, 15, 3)
-    np.testing.assert_array_equal(layouts["many_sharded"], layouts["many_whole"])
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_two_processes_gather_the_one_process_result(tmp_path, layouts):
+def _start(args, **env):
+    return subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(**env))
+
+
+def test_sharded_layouts_and_two_processes(tmp_path):
+    """One test (one pytest-xdist worker) for all subprocess runs, started together: the 4-device layouts and the two
+    processes of the multi-host run."""
     port = _free_port()
-    base = str(tmp_path / "run.npz")
-    procs = [subprocess.Popen([sys.executable, WORKER, "distributed", base], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(DGM_COORDINATOR=f"127.0.0.1:{port}", DGM_NUM_PROCESSES="2",
-                                       DGM_PROCESS_ID=str(i)))
-             for i in range(2)]
+    procs = [_start(["layouts", str(tmp_path / "layouts.npz")])]
+    procs += [_start(["distributed", str(tmp_path / "run.npz")], DGM_COORDINATOR=f"127.0.0.1:{port}",
+                     DGM_NUM_PROCESSES="2", DGM_PROCESS_ID=str(i)) for i in range(2)]
     for proc in procs:
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
+    layouts = dict(np.load(tmp_path / "layouts.npz"))
+
+    # one process, meshes of 2 and 4 devices (4 and 2 chains per device) against the one-device vmap
+    for n_devices in (2, 4):
+        for what in ("inputs", "steps", "acceptance"):
+            np.testing.assert_allclose(layouts[f"sharded{n_devices}_{what}"], layouts[f"vectorized_{what}"],
+                                       rtol=0, atol=TOL)
+    assert np.ptp(layouts["vectorized_inputs"][:, -1, 0]) > 0.1  # the chains do differ (per-chain keys)
+
+    message = str(layouts["indivisible_error"])  # 6 chains over 4 devices
+    assert "n_chains=6" in message and "4 devices" in message
+
+    # sample_many: 3 observations over 2 devices (one padded copy, dropped), observations one after another on each
+    # device (chain_method="sequential"): bit for bit the unsharded batch
+    assert layouts["many_sharded"].shape == layouts["many_whole"].shape == (3, 4, 15, 3)
+    np.testing.assert_array_equal(layouts["many_sharded"], layouts["many_whole"])
+
+    # two processes x 1 device: every process returns all 8 chains, bit for bit those of one process with a mesh of
+    # 2 devices (the same per-device program)
     for i in range(2):
-        part = dict(np.load(str(tmp_path / f"run_{i}.npz")))
+        part = dict(np.load(tmp_path / f"run_{i}.npz"))
         assert part["devices"].tolist() == [2, 1, 2]  # 2 devices in all, 1 here, 2 processes
         for what in ("inputs", "steps", "acceptance"):
-            # every process returns all 8 chains, bit for bit those of one process with a mesh of 2 devices
             np.testing.assert_array_equal(part[f"run_{what}"], layouts[f"sharded2_{what}"])
         assert "num_processes=3 but the running JAX cluster has 2 processes" in str(part["mismatch_error"])
 

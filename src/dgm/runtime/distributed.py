@@ -79,22 +79,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     settings = settings_from_environment(coordinator_address, num_processes, process_id)
     if jax.config.jax_platforms in (None, "", "cpu") and not jax.config.jax_cpu_collectives_implementation:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU all-gathers across processes
-    if settings:  # JAX aborts the process (not an exception) when the others do not join in time: say so first
-        print(f"dgm: joining {settings['num_processes']} processes at {settings['coordinator_address']} as process "
-              f"{settings['process_id']} (waiting up to {timeout} s; if not all {settings['num_processes']} start, JAX "
-              "ends this process with DEADLINE_EXCEEDED)", file=sys.stderr, flush=True)
-    try:
-        jax.distributed.initialize(**settings, local_device_ids=local_device_ids, initialization_timeout=timeout)
-    except Exception as error:  # noqa: BLE001 - JAX raises several types (RuntimeError, XlaRuntimeError ...)
-        text = str(error)
-        if "only be called once" in text:  # a second call: accepted if its process count agrees (checked below)
-            pass
-        else:
+    if jax.distributed.is_initialized():  # a second call: accepted if its process count agrees (checked below)
+        pass
+    else:
+        if settings:  # JAX aborts the process (not an exception) when the others do not join in time: say so first
+            print(f"dgm: joining {settings['num_processes']} processes at {settings['coordinator_address']} as "
+                  f"process {settings['process_id']} (waiting up to {timeout} s; if not all "
+                  f"{settings['num_processes']} start, JAX ends this process with DEADLINE_EXCEEDED)",
+                  file=sys.stderr, flush=True)
+        try:
+            jax.distributed.initialize(**settings, local_device_ids=local_device_ids, initialization_timeout=timeout)
+        except Exception as error:  # noqa: BLE001 - JAX raises several types (RuntimeError, XlaRuntimeError ...)
+            text = str(error)
             raise RuntimeError(
                 f"jax.distributed.initialize({', '.join(f'{k}={v!r}' for k, v in settings.items()) or 'auto'}) "
-                f"failed: {text.splitlines()[0] if text else type(error).__name__}. Did all "
+                f"failed: {text.splitlines()[0] if text else type(error).__name__} Did all "
                 f"{settings.get('num_processes', 'the')} processes start, with the same coordinator address and "
-                "distinct process ids, within the time-out?") from error
+                "distinct process ids, within the time-out, before any JAX computation?") from error
     expected = settings.get("num_processes")
     if expected is not None and jax.process_count() != expected:
         raise RuntimeError(f"num_processes={expected} but the running JAX cluster has {jax.process_count()} "
