@@ -308,8 +308,9 @@ def sample(
         ``"sequential"`` (``lax.map``: one chain after another within each iteration), ``"sharded"`` (the chains laid
         out over the devices of ``mesh``, each device ``vmap``ping its share; the same keys, so the draws of
         ``"vectorized"`` for the same seed, up to XLA rounding a smaller batch differently (see
-        :mod:`dgm.runtime.sharding`); across hosts after :func:`dgm.runtime.distributed.initialize`) or ``"auto"``: sequential on CPU, where batched small linear algebra and
-        lock-stepped while-loops cost more than they save, vectorized on accelerators.
+        :mod:`dgm.runtime.sharding`); across hosts after :func:`dgm.runtime.distributed.initialize`) or
+        ``"auto"``: sequential on CPU, where batched small linear algebra and lock-stepped while-loops cost more than
+        they save, vectorized on accelerators.
       mesh: for ``chain_method="sharded"``: a 1-D ``jax.sharding.Mesh`` (default: every device of every process,
         :func:`dgm.runtime.sharding.chain_mesh`); its size must divide ``n_chains``.
       thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``

@@ -16,8 +16,8 @@ even for a correct sampler), keep ``L`` of them and compute, for each latent ``z
 
 The simultaneous bands come from ArviZ (``arviz_stats.ecdf_utils.ecdf_pit``, Säilynoja et al.'s simulation method);
 the rank bookkeeping, the thinning and the matplotlib figure (see :func:`plot_sbc` for why not
-``arviz_plots.plot_ecdf_pit``) are written here. A calibration is declared *passed* when every latent's ECDF stays inside its band and
-every ``chi2`` p-value exceeds ``alpha / n_latents`` (Bonferroni).
+``arviz_plots.plot_ecdf_pit``) are written here. A calibration is declared *passed* when every latent's ECDF stays
+inside its band and every ``chi2`` p-value exceeds ``alpha / n_latents`` (Bonferroni).
 """
 
 from __future__ import annotations
