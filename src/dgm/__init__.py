@@ -1,7 +1,7 @@
 """dgm: asymptotically exact inference in differentiable generative models.
 
-Public face: :class:`GenerativeModel`, :func:`sample`, :class:`Result`, :func:`load`, :func:`float64`,
-:class:`Symmetry`.
+Public face: :class:`GenerativeModel`, :func:`sample`, :func:`sample_many`, :class:`Result`, :func:`load`,
+:func:`float64`, :class:`Symmetry`.
 
 The names are imported on first use (PEP 562), so ``import dgm.threads`` can configure CPU threads before NumPy and
 JAX are loaded (see :mod:`dgm.threads`).
@@ -11,6 +11,7 @@ import importlib
 
 _PUBLIC = {
     "sample": "dgm.driver",
+    "sample_many": "dgm.runtime.batch",
     "GenerativeModel": "dgm.model",
     "float64": "dgm.precision",
     "Result": "dgm.result",
@@ -18,7 +19,7 @@ _PUBLIC = {
     "Symmetry": "dgm.symmetry",
 }
 
-__all__ = ["GenerativeModel", "sample", "Result", "load", "float64", "Symmetry"]
+__all__ = ["GenerativeModel", "sample", "sample_many", "Result", "load", "float64", "Symmetry"]
 __version__ = "0.1.0"
 
 

@@ -54,8 +54,9 @@ class _Progress:
 
 
 def _over_chains(fn, chain_method: str):
-    """Map ``fn`` over the leading (chain) axis of its arguments: ``vmap`` or a sequential ``lax.map``."""
-    if chain_method == "vectorized":
+    """Map ``fn`` over the leading (chain) axis of its arguments: ``vmap`` or a sequential ``lax.map``
+    (``"sharded"``: each device ``vmap``s its own chains, :mod:`dgm.runtime.sharding`)."""
+    if chain_method in ("vectorized", "sharded"):
         return jax.vmap(fn)
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
@@ -68,7 +69,8 @@ class _Programs(NamedTuple):
     compile_time: float
 
 
-def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size: int, chain_method: str):
+def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size: int, chain_method: str,
+                   chain_keys=None):
     """``(states, da_state, mm_state, step_sizes, key, x_obs, adapt, n_active, n_sub, schedule)
     -> (states, da_state, mm_state, outputs)``.
 
@@ -81,7 +83,13 @@ def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size:
     Methods with an adaptable diagonal metric (``Method.set_inverse_mass``) also carry ``mm_state`` (BlackJAX's
     Welford state per chain; ``None`` otherwise) and follow ``schedule`` (``(chunk_size, 2)`` booleans: in a slow
     window, at a window's end) while adapting: :func:`dgm.adaptation.metric_window_step`.
+    ``chain_keys(key) -> (n_chains, 2)``: the transition keys of this program's chains (default
+    ``random.split(key, n_chains)``; a sharded program takes its devices' slice of the global split, so the draws do
+    not depend on the layout).
     """
+    if chain_keys is None:
+        def chain_keys(key):
+            return jax.random.split(key, n_chains)
     failure_codes = jnp.asarray(sorted(FAILURE_NAMES), jnp.int32)
 
     def run(states, da_state, mm_state, step_sizes, key, x_obs, adapt, n_active, n_sub, schedule):
@@ -90,7 +98,7 @@ def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size:
         step_chains = _over_chains(method.step, chain_method)
 
         def transition(states, key, current):
-            return step_chains(jax.random.split(key, n_chains), states, current)
+            return step_chains(chain_keys(key), states, current)
 
         def unrecorded_failures(infos):
             stats = jax.vmap(method.stats)(infos)
@@ -163,7 +171,7 @@ def _hashable(value):
 
 
 def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method, da_like, x,
-                       mm_like=None) -> _Programs:
+                       mm_like=None, mesh=None) -> _Programs:
     try:
         cache_key = _hashable(key)
     except TypeError:
@@ -172,6 +180,16 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
         _PROGRAM_CACHE.move_to_end(cache_key)
         return _PROGRAM_CACHE[cache_key]._replace(compile_time=0.0)
     t0 = time.perf_counter()
+    if chain_method == "sharded":  # chains laid out over a device mesh (dgm.runtime.sharding)
+        from dgm.runtime.sharding import sharded_chain_programs
+
+        init, chunk = sharded_chain_programs(method_at, model, n_chains, chunk_size, mesh, da_like, x, mm_like)
+        programs = _Programs(init, chunk, time.perf_counter() - t0)
+        if cache_key is not None:
+            _PROGRAM_CACHE[cache_key] = programs
+            while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+                _PROGRAM_CACHE.popitem(last=False)
+        return programs
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
     states_like = jax.eval_shape(init, positions_like, x)
@@ -258,6 +276,7 @@ def sample(
     progress: bool = True,
     adapt_step_size=None,
     chain_method: str = "auto",
+    mesh=None,
     thin: int = 1,
     initial_positions=None,
     chunk_size: int = 100,
@@ -278,7 +297,9 @@ def sample(
         a ladder of noise scales ``noise_scales``, moving exactly between the components of a disconnected
         manifold; :mod:`dgm.kernels.tempered`), ``"hmc"``/``"nuts"`` (BlackJAX on the noisy
         relaxation: pass ``noise_scale``), or an ABC baseline (see ``dgm.methods.METHODS``).
-      n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded.
+      n_chains, n_warmup, n_samples, seed: chains run in parallel (``vmap``); warm-up draws are discarded. ``seed``
+        is an integer or a JAX PRNG key (e.g. ``jax.random.fold_in(jax.random.PRNGKey(s), i)``, the key
+        :func:`dgm.sample_many` gives observation ``i``).
       step_size: integrator step size (``> 0``); ``None`` adapts it: by dual averaging during warm-up or, with
         ``n_warmup=0``, by BlackJAX's ``find_reasonable_step_size`` heuristic at the starting point (as NumPyro and
         BlackJAX's window adaptation begin). A number fixes it (unless ``adapt_step_size=True``, which uses it as
@@ -292,9 +313,14 @@ def sample(
       tol: Newton convergence tolerance on ``|g(u) - x_obs|_inf``, ``> 0``.
       max_newton: Newton iterations before a projection counts as not converged (Algorithm 1's ``M``), ``>= 1``.
       chain_method: how chains share the machine inside the scan: ``"vectorized"`` (``vmap``: one batched step),
-        ``"sequential"`` (``lax.map``: one chain after another within each iteration) or ``"auto"``: sequential on
-        CPU, where batched small linear algebra and lock-stepped while-loops cost more than they save, vectorized on
-        accelerators.
+        ``"sequential"`` (``lax.map``: one chain after another within each iteration), ``"sharded"`` (the chains laid
+        out over the devices of ``mesh``, each device ``vmap``ping its share; the same keys, so the draws of
+        ``"vectorized"`` for the same seed, up to XLA rounding a smaller batch differently (see
+        :mod:`dgm.runtime.sharding`); across hosts after :func:`dgm.runtime.distributed.initialize`) or
+        ``"auto"``: sequential on CPU, where batched small linear algebra and lock-stepped while-loops cost more than
+        they save, vectorized on accelerators.
+      mesh: for ``chain_method="sharded"``: a 1-D ``jax.sharding.Mesh`` (default: every device of every process,
+        :func:`dgm.runtime.sharding.chain_mesh`); its size must divide ``n_chains``.
       thin: keep every ``thin``-th draw of the sampling phase (``n_samples`` draws are kept, ``n_samples * thin``
         iterations run; per-draw statistics are those of the kept iterations, while
         ``result.rejection_counts()`` counts the failures of every iteration run).
@@ -346,8 +372,15 @@ def sample(
     n_chains, n_warmup, n_samples, thin, chunk_size = map(int, (n_chains, n_warmup, n_samples, thin, chunk_size))
     if chain_method == "auto":
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
-    if chain_method not in ("vectorized", "sequential"):
-        raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
+    if chain_method not in ("vectorized", "sequential", "sharded"):
+        raise ValueError(f"chain_method must be 'auto', 'vectorized', 'sequential' or 'sharded', got {chain_method!r}")
+    if chain_method == "sharded":
+        from dgm.runtime.sharding import chain_mesh, check_chain_layout
+
+        mesh = chain_mesh() if mesh is None else mesh
+        check_chain_layout(n_chains, mesh)
+    elif mesh is not None:
+        raise ValueError(f"mesh is only used by chain_method='sharded' (got chain_method={chain_method!r})")
     common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
     given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}  # set by the user: must apply
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
@@ -378,7 +411,7 @@ def sample(
             how = "find-reasonable-step-size"
         else:
             how = "fixed"
-        key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(seed), 3)
+        key_init, key_warmup, key_sample = jax.random.split(_root_key(seed), 3)
         run = None
         if checkpoint is not None or resume is not None or checkpoint_every is not None:
             from dgm.runtime import checkpoint as checkpointing
@@ -387,8 +420,8 @@ def sample(
                 checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every, chunk_size=chunk_size,
                 x_obs=x, fingerprint=checkpointing.fingerprint(
                     model, x, method=method, common=common, options=options, n_chains=n_chains, n_warmup=n_warmup,
-                    n_samples=n_samples, thin=thin, seed=seed, chunk_size=chunk_size, chain_method=chain_method,
-                    step_size_adaptation=how, initial_positions=initial_positions))
+                    n_samples=n_samples, thin=thin, seed=_seed_setting(seed), chunk_size=chunk_size,
+                    chain_method=chain_method, step_size_adaptation=how, initial_positions=initial_positions))
             if run is not None and run.finished:
                 return run.result()
         resumed = run is not None and run.resumed
@@ -411,19 +444,21 @@ def sample(
         setup_time = time.perf_counter() - t_setup
 
         cache_key = (model, method, tuple(sorted(common.items())), tuple(sorted(options.items())), n_chains,
-                     x.shape, chunk_size, chain_method)
+                     x.shape, chunk_size, chain_method, mesh)
         # a diagonal metric adapted in windows during warm-up (dgm.adaptation), when the method has one
         mm_state = initial_metric_state(n_chains, model.input_dim) if algorithm.set_inverse_mass is not None else None
         schedule = warmup_schedule(n_warmup if adapt and mm_state is not None else 0)
         programs = _compiled_programs(cache_key, method_at, model, n_chains, chunk_size, chain_method, da_state, x,
-                                      mm_state)
+                                      mm_state, mesh)
         compile_time = programs.compile_time
         heuristic_keys = jax.random.split(key_warmup, n_chains)
         if how == "find-reasonable-step-size" and not resumed:
             t0 = time.perf_counter()
             states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
             heuristic = jax.jit(lambda keys, states, steps, x_obs: _heuristic_step_sizes(method_at(x_obs))(
-                keys, states, steps)).lower(heuristic_keys, states_like, step_sizes, x).compile()
+                keys, states, steps))
+            if chain_method != "sharded":  # (sharded: compiled at the first call, for the states' layout)
+                heuristic = heuristic.lower(heuristic_keys, states_like, step_sizes, x).compile()
             compile_time += time.perf_counter() - t0
 
         bar = _Progress(n_warmup + n_samples, f"{algorithm.name} ({n_chains} chains)", progress)
@@ -450,10 +485,15 @@ def sample(
             bar.close()
             if run is not None:
                 run.close()  # the state file being written is finished, also after an error
+        if chain_method == "sharded":  # chains held by other processes are gathered
+            from dgm.runtime.sharding import to_host
+
+            step_sizes = to_host(step_sizes)
         ran = np.asarray(step_sizes, dtype=float)
         settings = {k: v for k, v in options.items() if np.isscalar(v)}
         settings.update(
-            applied, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, seed=seed,
+            applied, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples,
+            seed=_seed_setting(seed),
             step_size=(None if not has_step_size else float(ran[0]) if np.all(ran == ran[0]) else ran.tolist()),
             step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
             chain_method=chain_method, thin=thin,
@@ -489,6 +529,34 @@ def sample(
     return result
 
 
+def _root_key(seed):
+    """``PRNGKey(seed)`` for an integer seed; a PRNG key (raw ``uint32[2]`` or typed) is used as it is."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return jax.random.PRNGKey(int(seed))
+    dtype = getattr(seed, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        seed = jax.random.key_data(seed)
+    key = np.asarray(seed)
+    if key.shape != (2,) or key.dtype != np.uint32:
+        raise ValueError(f"seed must be an integer or a single PRNG key (uint32[2]), got {seed!r}")
+    return jnp.asarray(key)
+
+
+def _seed_setting(seed):
+    """The seed as recorded in ``Result.settings``: the integer, or the key's two words."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return int(seed)
+    return np.asarray(_root_key(seed)).tolist()
+
+
+def _chunk_key(key, index):
+    """The key of chunk ``index`` of a phase: ``fold_in(key, index)``, for each key of a batch (``(n, 2)``,
+    :func:`dgm.sample_many`) alike."""
+    if jnp.ndim(key) > 1:
+        return jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, index)
+    return jax.random.fold_in(key, index)
+
+
 def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
                chunk_size: int, bar: _Progress, mm_state=None, schedule=None, run=None, phase=None):
     """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``.
@@ -509,7 +577,7 @@ def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_itera
         if schedule is not None and len(schedule):
             window[:n_active] = schedule[start:start + n_active]
         states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes,
-                                                    jax.random.fold_in(key, index), x, jnp.asarray(adapt),
+                                                    _chunk_key(key, index), x, jnp.asarray(adapt),
                                                     jnp.int32(n_active), jnp.int32(n_sub), jnp.asarray(window))
         piece = jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs)
         if run is None:
