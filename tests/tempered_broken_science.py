@@ -1,14 +1,15 @@
 """By hand, not collected by pytest: the statistical checks of ``test_tempered_components.py`` FAIL when the science
 of ``chmc-tempered`` is broken on purpose (by monkeypatching, in this process only).
 
-    python tests/tempered_broken_science.py EXAMPLE BROKEN [N_SAMPLES]
+    python tests/tempered_broken_science.py EXAMPLE BROKEN [N_SAMPLES [NOISE_SCALES]]
 
 ``EXAMPLE``: ``cubic-lines`` (component weights; the test's example), ``two-lines``, ``four-lines``, ``hyperbola``
 (weights, :mod:`dgm.models.disconnected`) or ``curve`` (the within-component quadrature check on ``x = u1 + u2^3``).
 ``BROKEN``: ``none`` (the real method), ``jacobian`` (the jump's ``log|det DT|`` dropped from the acceptance ratio) or
 ``determinant`` (``|J J^T|^{-1/2}`` dropped at level 0: the level-0 target becomes ``rho dH``, consistently in the
 constrained-HMC moves and in the jump). Prints each estimate, the exact value and the distance in MCSE (ArviZ).
-Same settings as the tests (4 chains, 300 warm-up, seed 1 / 5, every chain started in one component).
+Same settings as the tests (4 chains, 300 warm-up, seed 1 / 5, every chain started in one component);
+``NOISE_SCALES`` (comma-separated) replaces the default ladder.
 """
 
 import os
@@ -50,13 +51,13 @@ def break_science(broken: str) -> None:
         raise SystemExit(f"BROKEN must be none, jacobian or determinant, got {broken!r}")
 
 
-def main(name: str, broken: str, n_samples: int) -> None:
+def main(name: str, broken: str, n_samples: int, options: dict) -> None:
     break_science(broken)
     if name == "curve":
         from test_chmc_exact import X_CURVE, curve_model, curve_moment
 
         result = dgm.sample(curve_model(), np.array([X_CURVE]), method="chmc-tempered", n_chains=4, n_warmup=300,
-                            n_samples=n_samples, seed=5, progress=False)
+                            n_samples=n_samples, seed=5, progress=False, **options)
         t = result.inputs[..., 1]
         checks = [("E[u2]", t, curve_moment(lambda s: s)), ("E[u2^2]", t**2, curve_moment(lambda s: s**2)),
                   ("P(u2<=0)", (t <= 0).astype(float), curve_moment(lambda s: 1.0, -6.0, 0.0))]
@@ -66,7 +67,8 @@ def main(name: str, broken: str, n_samples: int) -> None:
         example = cubic_lines() if name == "cubic-lines" else disconnected.EXAMPLES[name]()
         label = {"cubic-lines": 2, "four-lines": 0}.get(name, 1)  # as in the tests
         result = dgm.sample(example.model, example.x_obs, method="chmc-tempered", n_chains=4, n_warmup=300,
-                            n_samples=n_samples, initial_positions=example.start(label, 4, 0), seed=1, progress=False)
+                            n_samples=n_samples, initial_positions=example.start(label, 4, 0), seed=1, progress=False,
+                            **options)
         labels = np.asarray(jax.vmap(jax.vmap(example.component_of))(jnp.asarray(result.inputs)))
         checks = [(f"P(component {k})", (labels == k).astype(float), w) for k, w in enumerate(example.weights)]
     for label, draws, exact in checks:
@@ -78,4 +80,5 @@ if __name__ == "__main__":
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     default = 1500 if sys.argv[1] == "curve" else 1000
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else default)
+    ladder = {"noise_scales": tuple(float(s) for s in sys.argv[4].split(","))} if len(sys.argv) > 4 else {}
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else default, ladder)
