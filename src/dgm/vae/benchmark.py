@@ -37,7 +37,7 @@ from dgm.vae.objectives import check_data, log_likelihood
 from dgm.vae.registry import Objective, make_objective
 from dgm.vae.train import _Bar
 
-__all__ = ["RowResult", "train_objective", "evaluate_bound", "run_benchmark", "load_binarised", "parse_models",
+__all__ = ["RowResult", "build_epoch", "train_objective", "evaluate_bound", "run_benchmark", "load_binarised", "parse_models",
            "DATASETS"]
 
 DATASETS = ("auto", "mnist", "mnist_5k", "digits")
@@ -121,26 +121,24 @@ def evaluate_bound(objective: Objective, vae, extra, x, *, seed: int = 0, batch_
     return total / (bs * (n // bs))
 
 
-def train_objective(objective: Objective, config: VAEConfig, train_x, valid_x, *, epochs: int, batch_size: int = 100,
-                    learning_rate: float = 1e-3, seed: int = 0, progress: bool = True):
-    """Train a VAE (initialised from ``seed``; the same for every objective) and the objective's extra parameters
-    jointly with Adam on ``-mean bound`` over shuffled minibatches for ``epochs`` epochs (no early stopping: every
-    row gets the same budget).  Returns ``(vae, extra, train_bound, valid_bound, epoch_seconds)``."""
-    epochs, batch_size = _positive("epochs", epochs), _positive("batch_size", batch_size)
+def build_epoch(objective: Objective, config: VAEConfig, n: int, *, batch_size: int = 100,
+                learning_rate: float = 1e-3, seed: int = 0, bar: Optional[_Bar] = None):
+    """The compiled training epoch shared by every objective: ``(run_epoch, params, opt_state, static)`` with
+    ``run_epoch(params, opt_state, xs, epoch) -> (params, opt_state, mean training bound)`` -- ``floor(n /
+    batch_size)`` Adam steps on ``-mean bound`` over a fresh permutation of the ``n`` rows of ``xs``, in one
+    ``lax.scan``.  The VAE is initialised from ``seed`` (the same for every objective)."""
+    batch_size = _positive("batch_size", batch_size)
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
     init_key, shuffle_key, step_key = jax.random.split(jax.random.key(seed), 3)
     vae = VAE(config, key=init_key)
-    xs = jnp.asarray(check_data(train_x, config.data_dim, "train_x", config.likelihood))
-    xv = jnp.asarray(check_data(valid_x, config.data_dim, "valid_x", config.likelihood))
-    n = xs.shape[0]
     bs = min(batch_size, n)
     n_steps = n // bs
     optimiser = optax.adam(learning_rate)
     params, static = eqx.partition((vae, objective.extra), eqx.is_inexact_array)
     opt_state = optimiser.init(params)
     bound = objective.bound
-    bar = _Bar(epochs * n_steps, f"{objective.name} (seed {seed})", progress)
+    bar = bar if bar is not None else _Bar(0, "", False)
 
     def loss(params, xb, key):
         v, e = eqx.combine(params, static)
@@ -167,6 +165,21 @@ def train_objective(objective: Objective, config: VAEConfig, train_x, valid_x, *
                                                  jnp.arange(n_steps))
         return params, opt_state, -total / n_steps
 
+    return run_epoch, params, opt_state, static
+
+
+def train_objective(objective: Objective, config: VAEConfig, train_x, valid_x, *, epochs: int, batch_size: int = 100,
+                    learning_rate: float = 1e-3, seed: int = 0, progress: bool = True):
+    """Train a VAE (initialised from ``seed``; the same for every objective) and the objective's extra parameters
+    jointly with Adam on ``-mean bound`` over shuffled minibatches for ``epochs`` epochs (no early stopping: every
+    row gets the same budget).  Returns ``(vae, extra, train_bound, valid_bound, epoch_seconds)``."""
+    epochs = _positive("epochs", epochs)
+    xs = jnp.asarray(check_data(train_x, config.data_dim, "train_x", config.likelihood))
+    xv = jnp.asarray(check_data(valid_x, config.data_dim, "valid_x", config.likelihood))
+    n_steps = xs.shape[0] // min(_positive("batch_size", batch_size), xs.shape[0])
+    bar = _Bar(epochs * n_steps, f"{objective.name} (seed {seed})", progress)
+    run_epoch, params, opt_state, static = build_epoch(objective, config, xs.shape[0], batch_size=batch_size,
+                                                       learning_rate=learning_rate, seed=seed, bar=bar)
     train_hist, valid_hist, seconds = [], [], []
     bar.open(n_steps, "bound")
     try:
