@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5.1, their figure 2): parameter
+"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, the Gaussian-model experiment of their section 5): parameter
 error ``||Delta_hat - Delta||^2 + ||sigma_hat - sigma||^2`` against the dimension ``d`` for HVAE (K = 1, 10; with
 and without the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each
 learning ``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
