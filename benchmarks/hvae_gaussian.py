@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5 of the paper): parameter error
 ``||Delta_hat - Delta||^2 + ||sigma_hat - sigma||^2`` against the dimension ``d`` for HVAE (K = 1, 10; with and without
-the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each learning ``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
+the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each learning
+``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
 
 The paper ran 30,000 RMSProp iterations at learning rate 1e-3 on 10 data sets per d; the default here is sized for
 about ten minutes on 2 cores (most of it compilation: one program per method and dimension): 3 data sets per d,
