@@ -183,3 +183,31 @@ def test_vae_benchmark_quick_writes_its_files(tmp_path, capsys):
     assert [s["model"] for s in results["summary"]] == ["vae", "iwae3", "hvae2-t"]
     assert all(np.isfinite(s["nll_mean"]) and s["nll_mean"] > 0 for s in results["summary"])
     assert "test NLL" in capsys.readouterr().out
+
+
+def test_gaussian_model_likelihood_from_sufficient_statistics_is_exact():
+    from dgm.models import hvae_gaussian as hg
+
+    rng = np.random.default_rng(4)
+    d, n = 3, 40
+    x = rng.normal(size=(n, d)) * 2 + 1
+    model = hg.ModelParams(jnp.asarray([0.3, -0.2, 1.0]), jnp.asarray([0.1, -0.5, 0.4]))
+    z = jnp.asarray([0.2, 0.1, -0.3])
+    stats = hg.Stats(jnp.float32(n), jnp.asarray(x.mean(0), jnp.float32),
+                     jnp.asarray(((x - x.mean(0)) ** 2).sum(0), jnp.float32))
+    sigma = np.exp(np.asarray(model.log_sigma))
+    direct = np.sum(-0.5 * ((x - np.asarray(z) - np.asarray(model.delta)) / sigma) ** 2 - np.log(sigma)
+                    - 0.5 * math.log(2 * math.pi)) - 0.5 * np.sum(np.asarray(z) ** 2) - 1.5 * math.log(2 * math.pi)
+    np.testing.assert_allclose(float(hg.log_joint(model, stats, z)), direct, rtol=1e-5)
+    delta, sigma = hg.true_parameters(5)
+    np.testing.assert_allclose(delta, [-0.4, -0.2, 0.0, 0.2, 0.4])
+    np.testing.assert_allclose(sigma[[0, 2, 4]], [1.0, 0.1, 1.0])
+
+
+def test_gaussian_experiment_runs_every_family():
+    from dgm.models import hvae_gaussian as hg
+
+    result = hg.run_experiment(dims=(2,), methods=("vb", "hvae-2-t"), n_datasets=2, iterations=30,
+                               n_obs=200, progress=False)
+    for m in ("vb", "hvae-2-t"):
+        assert len(result["errors"][m][2]) == 2 and np.all(np.isfinite(result["errors"][m][2]))
