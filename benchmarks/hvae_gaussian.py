@@ -19,7 +19,6 @@ Threads: single-threaded XLA/BLAS (set before JAX is imported).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,8 +29,6 @@ from dgm.threads import configure_cpu_threads  # noqa: E402
 
 THREADS = configure_cpu_threads()
 
-import numpy as np  # noqa: E402
-
 from dgm.models import hvae_gaussian as hg  # noqa: E402
 
 
@@ -40,18 +37,21 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=list(hg.DIMS), help="dimensions d")
     p.add_argument("--methods", nargs="+", default=list(hg.METHODS), help="hvae-K, hvae-K-t, nf-K, vb")
-    p.add_argument("--datasets", type=int, default=3, help="data sets per d (each with its own z)")
-    p.add_argument("--iterations", type=int, default=2000, help="RMSProp iterations per method (paper: 30,000)")
-    p.add_argument("--learning-rate", type=float, default=1e-2, help="RMSProp learning rate (paper: 1e-3)")
-    p.add_argument("--samples", type=int, default=10, help="draws per Monte-Carlo ELBO estimate")
-    p.add_argument("--n-obs", type=int, default=10_000, help="observations N per data set")
+    p.add_argument("--datasets", type=int, default=hg.DEFAULTS["n_datasets"], help="data sets per d")
+    p.add_argument("--iterations", type=int, default=hg.DEFAULTS["iterations"], 
+                   help="RMSProp iterations (paper: 30,000)")
+    p.add_argument("--learning-rate", type=float, default=hg.DEFAULTS["learning_rate"], 
+                   help="RMSProp rate (paper: 1e-3)")
+    p.add_argument("--samples", type=int, default=hg.DEFAULTS["samples"], help="draws per Monte-Carlo ELBO estimate")
+    p.add_argument("--n-obs", type=int, default=hg.DEFAULTS["n_obs"], help="observations N per data set")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="d in {1, 5, 25}, 2 data sets, 300 iterations")
+    p.add_argument("--quick", action="store_true", help=f"{hg.QUICK}")
     p.add_argument("--out", type=Path, default=Path("results/hvae-gaussian"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.dims, args.datasets, args.iterations = [1, 5, 25], min(args.datasets, 2), min(args.iterations, 300)
+        args.dims, args.datasets = list(hg.QUICK["dims"]), min(args.datasets, hg.QUICK["n_datasets"])
+        args.iterations = min(args.iterations, hg.QUICK["iterations"])
     print(f"threads: {THREADS}")
     t0 = time.perf_counter()
     result = hg.run_experiment(dims=args.dims, methods=args.methods, n_datasets=args.datasets,
@@ -59,14 +59,9 @@ def main(argv=None) -> int:
                                n_obs=args.n_obs, seed=args.seed, progress=not args.no_progress)
     result["seconds"] = time.perf_counter() - t0
     result["command"] = "python benchmarks/hvae_gaussian.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hvae_gaussian.json").write_text(json.dumps(result, indent=2))
-    hg.figure(result, args.out / "hvae_gaussian.png")
-    header = "median error   " + "".join(f"{d:>10}" for d in args.dims)
-    print(header)
-    for m, per_d in result["errors"].items():
-        print(f"{m:<15}" + "".join(f"{np.median(per_d[d]):>10.3g}" for d in args.dims))
-    print(f"\n{result['seconds']:.0f} s; wrote hvae_gaussian.png and hvae_gaussian.json to {args.out}")
+    paths = hg.write_outputs(result, args.out)
+    print(hg.median_table(result))
+    print(f"\n{result['seconds']:.0f} s; wrote {', '.join(p.name for p in paths)} to {args.out}")
     return 0
 
 

@@ -204,10 +204,16 @@ def test_gaussian_model_likelihood_from_sufficient_statistics_is_exact():
     np.testing.assert_allclose(sigma[[0, 2, 4]], [1.0, 0.1, 1.0])
 
 
-def test_gaussian_experiment_runs_every_family():
-    from dgm.models import hvae_gaussian as hg
+def test_hvae_gaussian_cli_runs_and_writes_its_files(tmp_path):
+    from dgm.cli import main
 
-    result = hg.run_experiment(dims=(2,), methods=("vb", "hvae-2-t"), n_datasets=2, iterations=30,
-                               n_obs=200, progress=False)
+    rc = main(["hvae-gaussian", "--dims", "2", "--methods", "vb,hvae-2-t", "--datasets", "2", "--iterations", "30",
+               "--n-obs", "200", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "hvae_gaussian.json").read_text())
     for m in ("vb", "hvae-2-t"):
-        assert len(result["errors"][m][2]) == 2 and np.all(np.isfinite(result["errors"][m][2]))
+        errors = result["errors"][m]["2"]
+        assert len(errors) == 2 and np.all(np.isfinite(errors))
+    assert (tmp_path / "hvae_gaussian.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main(["hvae-gaussian", "--methods", "hvae-x", "--no-progress", "--out", str(tmp_path)])

@@ -38,11 +38,15 @@ from jax import lax
 from dgm.vi import hamiltonian_flow as hf
 from dgm.vi.flows import MeanFieldGaussian, PlanarFlow
 
-__all__ = ["METHODS", "DIMS", "true_parameters", "simulate", "run_method", "run_experiment", "figure"]
+__all__ = ["METHODS", "DIMS", "DEFAULTS", "QUICK", "true_parameters", "simulate", "run_method", "run_experiment",
+           "figure", "median_table", "write_outputs"]
 
 DIMS = (1, 2, 3, 5, 11, 25, 51, 101, 201, 301)
 METHODS = ("hvae-1", "hvae-1-t", "hvae-10", "hvae-10-t", "nf-1", "nf-30", "vb")
 _LOG_2PI = math.log(2.0 * math.pi)
+# default run (about ten minutes of CPU on 2 cores) and --quick; the paper: 10 data sets, 30,000 iterations, lr 1e-3
+DEFAULTS = dict(n_datasets=3, iterations=2000, learning_rate=1e-2, samples=10, n_obs=10_000)
+QUICK = dict(dims=(1, 5, 25), n_datasets=2, iterations=300)
 
 
 def true_parameters(d: int):
@@ -121,6 +125,8 @@ def _hvae_elbo(model, flow: hf.HamiltonianFlow, stats, key, samples):
 def _variational(method: str, d: int, key):
     """``(initial variational parameters, elbo function)`` for a method name."""
     parts = method.split("-")
+    if not (len(parts) == 1 or parts[1].isdigit()) or (len(parts) == 3 and parts[2] != "t") or len(parts) > 3:
+        raise ValueError(f"unknown method {method!r}; known: {METHODS} (hvae-K, hvae-K-t, nf-K for any K)")
     if parts[0] == "hvae" and len(parts) in (2, 3):
         tempering = "fixed" if parts[-1] == "t" else "none"
         return hf.HamiltonianFlow(d, int(parts[1]), tempering=tempering, step_size=0.005, max_step=0.5,
@@ -178,6 +184,8 @@ def run_experiment(*, dims=DIMS, methods=METHODS, n_datasets: int = 3, iteration
     for name, v in (("n_datasets", n_datasets), ("iterations", iterations), ("samples", samples), ("n_obs", n_obs)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    for m in methods:  # refuse a bad method name before any training
+        _variational(m, 1, jax.random.key(0))
     errors = {m: {} for m in methods}
     elbos = {m: {} for m in methods}
     with tqdm(total=len(dims) * len(methods), desc="Gaussian model", disable=not progress, file=sys.stderr) as bar:
@@ -224,3 +232,25 @@ def figure(result: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def median_table(result: dict) -> str:
+    """Median error over data sets per method (rows) and dimension (columns), as text."""
+    dims = result["settings"]["dims"]
+    lines = ["median error   " + "".join(f"{d:>10}" for d in dims)]
+    for m, per_d in result["errors"].items():
+        lines.append(f"{m:<15}" + "".join(f"{np.median(per_d[d]):>10.3g}" for d in dims))
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, out) -> list:
+    """``hvae_gaussian.json`` and ``hvae_gaussian.png`` in ``out``; returns their paths."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "hvae_gaussian.json", out / "hvae_gaussian.png"]
+    paths[0].write_text(json.dumps(result, indent=2))
+    figure(result, paths[1])
+    return paths
