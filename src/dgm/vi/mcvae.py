@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dgm.vi.metflow import check_steps, surrogate
+from dgm.vi.metflow import acceptance_log_probs, check_steps, surrogate
 
 __all__ = ["MCVAEKernel", "MCVAEInfo", "annealing_schedule", "langevin_log_weight", "annealed_log_weight",
            "log_weight", "surrogate_bound", "KINDS"]
@@ -161,9 +161,8 @@ def annealed_log_weight(log_joint: Callable, loc, scale, kernel: MCVAEKernel, ke
         log_r = ((1 - beta) * lq_y + beta * lp_y) - ((1 - beta) * lq + beta * lp) \
             + 0.5 * (jnp.sum(eps * eps) - jnp.sum(eps_back * eps_back))
         finite = jnp.isfinite(log_r) & jnp.all(jnp.isfinite(gp_y))
-        log_alpha = jnp.minimum(jnp.where(finite, log_r, -jnp.inf), 0.0)
+        log_alpha, log_reject = acceptance_log_probs(jnp.where(finite, log_r, -jnp.inf), "mh")
         accepted = jnp.log(jax.random.uniform(k_u, (), z.dtype)) < lax.stop_gradient(log_alpha)
-        log_reject = jnp.log(-jnp.expm1(jnp.minimum(log_alpha, -1e-30)))
         score = score + jnp.where(accepted, log_alpha, log_reject)
         pick = lambda new, old: jnp.where(accepted, new, old)  # noqa: E731
         z, lp, gp, lq, gq = pick(y, z), pick(lp_y, lp), pick(gp_y, gp), pick(lq_y, lq), pick(gq_y, gq)

@@ -6,11 +6,12 @@ invertible map (here a RealNVP coupling flow, :func:`realnvp`), optionally condi
 ``e ~ N(0, I_m)`` (``noise_dim = m``; ``m = 0``: unconditioned).  One transition from ``x``::
 
     v ~ Uniform{-1, +1}  (direction),   e ~ N(0, I_m),   y = T_e(x) if v = +1 else T_e^{-1}(x),
-    log r = log pi(y) - log pi(x) + log |det dT_{e,v}/dx (x)|,      alpha = min(1, exp(log r)),
+    log r = log pi(y) - log pi(x) + log |det dT_{e,v}/dx (x)|,      alpha = r / (1 + r)  (Barker; or min(1, r)),
     u ~ Uniform(0, 1)   (the auxiliary uniform),   a = 1{u <= alpha},   x' = y if a else x.
 
 Because ``T_{e,-1} = T_{e,+1}^{-1}`` and ``v`` is symmetric, ``pi(x) alpha_v(x) = pi(T_v x) |J_{T_v}(x)|
-alpha_{-v}(T_v x)`` and the kernel is ``pi``-reversible (the paper's deterministic-proposal MH condition).  A
+alpha_{-v}(T_v x)`` and the kernel is ``pi``-reversible (the paper's deterministic-proposal MH condition) for either acceptance function; Barker's is the
+default because it keeps ``E[w] = Z`` exact (:func:`acceptance_log_probs`).  A
 non-finite ``log r`` (NaN target, overflowing flow) is a rejection, counted in :class:`KernelInfo`.
 
 **The variational family** (paper section 2.1, "our approach" and its Proposition giving the density).  ``x_0 ~
@@ -60,7 +61,7 @@ import paramax
 from jax import lax
 
 __all__ = ["realnvp", "MetFlow", "MetFlowState", "KernelInfo", "PathInfo", "init", "build_kernel", "flow_step",
-           "path", "log_decision_prior", "log_weight", "flow_log_weight", "surrogate", "astype", "check_steps", "LOG2"]
+           "path", "log_decision_prior", "acceptance_log_probs", "ACCEPTANCES", "log_weight", "flow_log_weight", "surrogate", "astype", "check_steps", "LOG2"]
 
 LOG2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -96,12 +97,41 @@ def realnvp(key, dim: int, *, n_layers: int = 4, width: int = 32, depth: int = 1
     return Chain(layers)
 
 
+ACCEPTANCES = ("barker", "mh")
+
+
+def acceptance_log_probs(log_r, acceptance: str = "barker"):
+    """``(log alpha, log(1 - alpha))`` for the log acceptance ratio ``log_r`` (``-inf``: reject surely).
+
+    * ``"barker"``: ``alpha = r / (1 + r)`` (Barker 1965; the authors' code's default for MetFlow).  Both decisions
+      always have positive probability, so ``q_K`` charges every path the extended target charges and ``E[w] = Z``
+      exactly (the importance-sampling estimate of ``log Z`` is consistent).
+    * ``"mh"``: ``alpha = min(1, r)``.  A rejection is impossible where ``r >= 1`` while ``m(a)`` still gives such
+      paths mass, so ``E[w] = Z P(support) < Z``: still a lower bound, but looser, and ``log mean w`` is biased down
+      even as the number of draws grows.
+    Both are ``pi``-reversible with an involutive proposal pair."""
+    if acceptance == "barker":
+        return -jax.nn.softplus(-log_r), -jax.nn.softplus(log_r)
+    if acceptance == "mh":
+        log_alpha = jnp.minimum(log_r, 0.0)
+        return log_alpha, jnp.log(-jnp.expm1(jnp.minimum(log_alpha, -1e-30)))  # alpha = 1: a rejection never happens
+    raise ValueError(f"acceptance must be one of {ACCEPTANCES}, got {acceptance!r}")
+
+
 class MetFlow(eqx.Module):
     """MetFlow's trainable parts: the flow ``T`` (a flowjax bijection, e.g. :func:`realnvp`) shared by the ``K``
-    kernels, and the dimension of the pseudo-random noise it is conditioned on (0: none)."""
+    kernels; static: the dimension of the pseudo-random noise it is conditioned on (0: none) and the acceptance
+    function, one of :data:`ACCEPTANCES` (:func:`acceptance_log_probs`)."""
 
     flow: eqx.Module
     noise_dim: int = eqx.field(static=True, default=0)
+    acceptance: str = eqx.field(static=True, default="barker")
+
+    def __check_init__(self):
+        if self.acceptance not in ACCEPTANCES:
+            raise ValueError(f"acceptance must be one of {ACCEPTANCES}, got {self.acceptance!r}")
+        if isinstance(self.noise_dim, bool) or not isinstance(self.noise_dim, int) or self.noise_dim < 0:
+            raise ValueError(f"noise_dim must be an integer >= 0, got {self.noise_dim!r}")
 
 
 def astype(tree, dtype):
@@ -159,11 +189,9 @@ def flow_step(metflow: MetFlow, log_target: Callable, key, state: MetFlowState, 
     log_r = log_py - log_px + (0.0 if wrong_ratio else log_det)
     finite = jnp.isfinite(log_r) & jnp.all(jnp.isfinite(y))
     log_r = jnp.where(finite, log_r, -jnp.inf)
-    log_alpha = jnp.minimum(log_r, 0.0)
+    log_alpha, log_reject = acceptance_log_probs(log_r, metflow.acceptance)
     log_u = jnp.log(jax.random.uniform(k_u, (), dtype))
     accepted = log_u < lax.stop_gradient(log_alpha)
-    # log(1 - alpha) = log(-expm1(log alpha)); at alpha = 1 a rejection has probability 0 and never happens
-    log_reject = jnp.log(-jnp.expm1(jnp.minimum(log_alpha, -1e-30)))
     log_prob = jnp.where(accepted, log_alpha, log_reject)
     safe_y = jnp.where(finite, y, x)  # keep NaNs out of both branches (and out of the gradient)
     new_x = jnp.where(accepted, safe_y, x)
