@@ -177,8 +177,8 @@ def _propose(metflow: MetFlow, x, direction, noise):
 def flow_step(metflow: MetFlow, log_target: Callable, key, state: MetFlowState, *, wrong_ratio: bool = False):
     """One MetFlow transition (module docstring) -> ``(new state, KernelInfo)``.
 
-    ``wrong_ratio=True`` leaves the Jacobian out of the acceptance ratio (a deliberately wrong kernel, used by the
-    tests to show that the invariance check can fail)."""
+    ``wrong_ratio=True`` (a Python or traced bool) leaves the Jacobian out of the acceptance ratio: a deliberately
+    wrong kernel, used by the tests to show that the invariance check can fail."""
     k_dir, k_noise, k_u = jax.random.split(key, 3)
     x, log_px = state.position, state.log_density
     dtype = x.dtype
@@ -186,7 +186,7 @@ def flow_step(metflow: MetFlow, log_target: Callable, key, state: MetFlowState, 
     noise = jax.random.normal(k_noise, (max(metflow.noise_dim, 1),), dtype)[: metflow.noise_dim]
     y, log_det = _propose(metflow, x, direction, noise)
     log_py = log_target(y)
-    log_r = log_py - log_px + (0.0 if wrong_ratio else log_det)
+    log_r = log_py - log_px + jnp.where(wrong_ratio, 0.0, log_det)
     finite = jnp.isfinite(log_r) & jnp.all(jnp.isfinite(y))
     log_r = jnp.where(finite, log_r, -jnp.inf)
     log_alpha, log_reject = acceptance_log_probs(log_r, metflow.acceptance)
