@@ -1,5 +1,5 @@
 r"""MCMC inside the VAE objective: MetVAE (Thin et al. 2020) and the Monte Carlo VAEs L-MCVAE / A-MCVAE (Thin et al.
-2021), as rows of ``dgm vae-benchmark``.
+2021), as rows of ``dgm vae-benchmark`` (registered here: ``metvae[K]``, ``lmcvaeK``, ``amcvaeK``).
 
 For one example ``x`` the target is the VAE's joint ``gamma(z) = log p(x | z) + log p(z)`` (``Z = p(x)``) and the
 initial density is the encoder's Gaussian ``q(z | x)`` (amortised); the transitions are
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dgm.vae.registry import Objective, register_objective
 from dgm.vi import mcvae
 from dgm.vi import metflow as mf
 
@@ -105,3 +106,28 @@ def mcvae_log_weights(vae, extra, x, key, k):
     loc, scale = _encoder_gaussian(vae, x)
     joint = _joint(vae, x)
     return jax.vmap(lambda kk: mcvae.log_weight(joint, loc, scale, extra, kk)[0])(jax.random.split(key, k))
+
+
+# -- benchmark rows ---------------------------------------------------------------------------------------------------------
+METVAE_DEFAULT_K = 5
+
+
+def _make_metvae(groups, config, key):
+    k = int(groups["k"] or METVAE_DEFAULT_K)
+    return Objective(f"metvae{k}", metvae_extra(config, k, key), metvae_bound, metvae_log_weights,
+                     f"MetVAE: K={k} MetFlow kernels (RealNVP proposals, Barker)")
+
+
+def _make_mcvae(groups, config, key):
+    k = int(groups["k"])
+    kind = "langevin" if groups["kind"] == "l" else "annealed"
+    label = "L-MCVAE: K={k} annealed ULA steps" if kind == "langevin" else "A-MCVAE: K={k} annealed MALA steps (AIS)"
+    return Objective(f"{groups['kind']}mcvae{k}", mcvae_extra(config, k, kind), mcvae_bound, mcvae_log_weights,
+                     label.format(k=k))
+
+
+register_objective(r"metvae(?P<k>\d*)", _make_metvae, example="metvae5",
+                   help=f"MetVAE with K MetFlow kernels (Thin et al. 2020; 'metvae' = K={METVAE_DEFAULT_K})")
+register_objective(r"(?P<kind>[la])mcvae(?P<k>\d+)", _make_mcvae, example="lmcvae5",
+                   help="Monte Carlo VAE with K transitions (Thin et al. 2021): 'l' = Langevin (L-MCVAE), "
+                        "'a' = annealed MALA / AIS (A-MCVAE), e.g. lmcvae10, amcvae5")
