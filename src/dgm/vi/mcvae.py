@@ -108,8 +108,8 @@ def _draw_z0(key, loc, scale):
 
 
 def langevin_log_weight(log_joint: Callable, loc, scale, kernel: MCVAEKernel, key):
-    """L-MCVAE: ``(log w, MCVAEInfo)`` for one draw (module docstring); ``log_joint(z) = log gamma(z)``,
-    ``q_0 = N(loc, diag scale^2)``."""
+    """L-MCVAE: ``(log w, MCVAEInfo, log gamma(z_0) - log q_0(z_0))`` for one draw (module docstring);
+    ``log_joint(z) = log gamma(z)``, ``q_0 = N(loc, diag scale^2)``."""
     k0, k1 = jax.random.split(key)
     betas = annealing_schedule(kernel.n_steps, jnp.result_type(loc))
     z0 = _draw_z0(k0, loc, scale)
@@ -138,7 +138,8 @@ def langevin_log_weight(log_joint: Callable, loc, scale, kernel: MCVAEKernel, ke
 
 
 def annealed_log_weight(log_joint: Callable, loc, scale, kernel: MCVAEKernel, key):
-    """A-MCVAE: ``(log w, MCVAEInfo)`` for one draw (module docstring): MALA on each ``pi_k``, AIS weights."""
+    """A-MCVAE: ``(log w, MCVAEInfo, log gamma(z_0) - log q_0(z_0))`` for one draw (module docstring): MALA on
+    each ``pi_k``, AIS weights."""
     k0, k1 = jax.random.split(key)
     betas = annealing_schedule(kernel.n_steps, jnp.result_type(loc))
     z0 = _draw_z0(k0, loc, scale)

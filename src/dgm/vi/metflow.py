@@ -12,7 +12,10 @@ invertible map (here a RealNVP coupling flow, :func:`realnvp`), optionally condi
 Because ``T_{e,-1} = T_{e,+1}^{-1}`` and ``v`` is symmetric, ``pi(x) alpha_v(x) = pi(T_v x) |J_{T_v}(x)|
 alpha_{-v}(T_v x)`` and the kernel is ``pi``-reversible (the paper's deterministic-proposal MH condition) for either acceptance function; Barker's is the
 default because it keeps ``E[w] = Z`` exact (:func:`acceptance_log_probs`).  A
-non-finite ``log r`` (NaN target, overflowing flow) is a rejection, counted in :class:`KernelInfo`.
+non-finite ``log r`` (NaN target, overflowing flow) is a rejection, counted in :class:`KernelInfo`.  Without the
+noise (``m = 0``) a chain of these kernels alone only visits the orbit ``{T^n(x_0)}``: invariant, not ergodic (as an
+MCMC sampler it is meant to be mixed with other kernels, or given the noise); as a variational family that does not
+matter -- ``q_0`` supplies the spread.
 
 **The variational family** (paper section 2.1, "our approach" and its Proposition giving the density).  ``x_0 ~
 q_0`` and ``K`` kernels; given the directions/noises ``(v, e)_{1:K}`` and the decisions ``a_{1:K}``, ``x_K`` is a
