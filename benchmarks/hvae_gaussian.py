@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5.1, their figure 2): parameter
-error ``||Delta_hat - Delta||^2 + ||sigma_hat - sigma||^2`` against the dimension ``d`` for HVAE (K = 1, 10; with
-and without the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each
-learning ``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
+"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5 of the paper): parameter error
+``||Delta_hat - Delta||^2 + ||sigma_hat - sigma||^2`` against the dimension ``d`` for HVAE (K = 1, 10; with and without
+the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each learning
+``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
 
 The paper ran 30,000 RMSProp iterations at learning rate 1e-3 on 10 data sets per d; the default here is sized for
 about ten minutes on 2 cores (most of it compilation: one program per method and dimension): 3 data sets per d,
@@ -36,7 +36,8 @@ from dgm.models import hvae_gaussian as hg  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=list(hg.DIMS), help="dimensions d")
     p.add_argument("--methods", nargs="+", default=list(hg.METHODS), help="hvae-K, hvae-K-t, nf-K, vb")
     p.add_argument("--datasets", type=int, default=3, help="data sets per d (each with its own z)")

@@ -1,5 +1,5 @@
-r"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5.1): learning model parameters by
-maximising the ELBO of several variational families.
+r"""The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, their section 5): learning model
+parameters by maximising the ELBO of several variational families.
 
 Model: one global latent ``z ~ N(0, I_d)`` and ``N`` observations ``x_i | z ~ N(z + Delta, diag(sigma^2))``; the
 true parameters are (as in the authors' code) ``Delta_j = r_j / 5`` and ``sigma_j = 36 r_j^2 / (10 (d-1)^2) + 0.1``

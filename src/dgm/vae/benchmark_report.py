@@ -68,6 +68,7 @@ def _curves(result: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, model in enumerate(result["settings"]["models"]):
@@ -77,6 +78,7 @@ def _curves(result: dict, path: Path) -> Path:
         ax.plot(epochs, np.mean([r.valid_bound for r in rows], 0), "-o", color=colour, ms=3, label=f"{model} valid")
         ax.plot(epochs, np.mean([r.train_bound for r in rows], 0), "--", color=colour, alpha=0.6)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("bound on log p(x) per image (nats)")
     ax.set_title(f"{result['dataset']}: validation (solid) and training (dashed) bound, mean over seeds", fontsize=9)
     ax.legend(fontsize=7, ncol=2)

@@ -19,7 +19,7 @@ cooling alone, ``prod_k (beta_{k-1}/beta_k)^{d/2} = beta_0^{d/2}``, and the flow
     log q_K(z_K, rho_K) = log q0(z_0) + log N(rho_0; 0, beta_0^{-1} I) - (d/2) log beta_0
                         = log q0(z_0) + log N(gamma_0; 0, I).                                (:func:`log_density`)
 
-The paper's extended-space ELBO (its section 4: the optimal reverse kernels make the auxiliary target
+The paper's extended-space ELBO (the Hamiltonian ELBO: the optimal reverse kernels make the auxiliary target
 ``pi(z_K) N(rho_K; 0, I)``, so no reverse kernel is learnt) is estimated by the importance log-weight
 
     log w = log pi(z_K) + log N(rho_K; 0, I) - log q0(z_0) - log N(gamma_0; 0, I)          (:func:`log_weight`)
@@ -30,7 +30,7 @@ so ``E[log w] <= log p(x)`` and ``log mean_j w_j`` over many draws is an importa
 parameters (the model), in ``q0``'s (the encoder) and in the flow's (step sizes, temperatures) -- gradients flow
 through ``grad log pi`` (second derivatives of the target; JAX does this).
 
-Tempering (paper section 4, "tempering"), one of :data:`TEMPERINGS`:
+Tempering (the paper's tempered HIS; Algorithm 1 is the fixed-schedule case), one of :data:`TEMPERINGS`:
 
 * ``"none"``: ``beta_k = 1`` for all ``k``;
 * ``"fixed"``: the paper's quadratic schedule ``1/sqrt(beta_k) = (1 - 1/sqrt(beta_0)) k^2/K^2 + 1/sqrt(beta_0)``
