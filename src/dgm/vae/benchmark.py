@@ -30,6 +30,7 @@ import optax
 from jax import lax
 
 import dgm.vae.hvae  # noqa: F401  (registers hvaeK, hvaeK-t, hvaeK-free)
+import dgm.vae.mcmc_objectives  # noqa: F401  (registers metvae[K], lmcvaeK, amcvaeK)
 from dgm.datasets import DatasetNotFoundError, digits, mnist, mnist_5k
 from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
