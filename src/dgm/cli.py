@@ -161,6 +161,12 @@ def _run_mnist_inpaint(args) -> int:
     return 0
 
 
+def _pose_parser(sub):
+    from dgm.models.pose.command import add_parser
+
+    add_parser(sub)
+
+
 def main(argv=None) -> int:
     """Run the command line; a user mistake (bad option, bad value, unusable input) prints one line and exits 2."""
     configure_cpu_threads()  # before JAX starts; the user's own settings win
@@ -169,6 +175,7 @@ def main(argv=None) -> int:
     sub.required = True
     _lotka_volterra_parser(sub)
     _mnist_inpaint_parser(sub)
+    _pose_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
