@@ -208,3 +208,31 @@ def test_constrained_and_noisy_hmc_posteriors_agree(tiny_runs):
                                                                                   for i in range(2)]):
         z = abs(da.mean() - db.mean()) / np.hypot(mcse(da), mcse(db))
         assert z <= 4.0, f"quantity {k}: constrained {da.mean():.4f} vs HMC {db.mean():.4f} ({z:.1f} MCSE)"
+
+
+def test_experiment_pipeline_on_the_tiny_arm(tiny_runs, tmp_path):
+    """``dgm pose``'s pieces (equal-time runs, RMSE curves, table, figures, report) at tiny size."""
+    from dgm.models.pose import experiment as ex
+    from dgm.models.pose.report import figures, text_table, write_report
+
+    pm, x, _, _ = tiny_runs
+    with dgm.float64():
+        scene = ex.make_scenes(pm, 1, 3)[0]
+        ex.run_scene(pm, scene, runs=4, warmup=20, samples=30, seed=0, progress=False, hmc_factor=3.0)
+    s = ex.summary(pm, scene)
+    assert scene.hmc.n_draws == 90 and scene.chmc.n_draws == 30
+    assert np.all(np.isfinite(s["chmc"]["final"])) and s["ratio"] > 0
+    times, rmse = ex.rmse_curve(pm, scene.chmc, scene.truth)
+    assert np.all(np.diff(times) > 0) and rmse.shape == (4, 30)
+    grid = ex.on_grid(times, rmse, np.array([times[0] - 1.0, times[-1]]))
+    assert np.isnan(grid[:, 0]).all() and np.allclose(grid[:, 1], rmse[:, -1])
+    pos = ex.position_draws(pm, scene.chmc).reshape(-1, 3, 3)
+    experiment = dict(scenes=[scene], summaries=[s], mono=pm, seconds=1.0,
+                      monocular=dict(result=scene.chmc, truth=scene.truth, samples=pos[:3]),
+                      settings=dict(scenes=1, runs=4, warmup=20, samples=30, seed=3))
+    rows = ex.table_rows(experiment)
+    assert "chmc" in text_table(rows)
+    paths = figures(experiment, tmp_path)
+    report = write_report(experiment, rows, tmp_path, "dgm pose --test", paths)
+    assert paths["fig5a"].stat().st_size > 0 and paths["fig5b"].stat().st_size > 0
+    assert "RMSE ratios" in report.read_text()

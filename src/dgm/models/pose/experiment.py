@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -138,7 +139,9 @@ def summary(pm: PoseModel, scene: Scene, n_grid: int = 200) -> dict:
     out = dict(grid=grid, end=float(end))
     for m, (t, r) in curves.items():
         g = on_grid(t, r, grid)
-        mean, se = np.nanmean(g, axis=0), np.nanstd(g, axis=0, ddof=1) / np.sqrt(g.shape[0])
+        with warnings.catch_warnings():  # NaN (no draw yet) at the start of the grid is expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, se = np.nanmean(g, axis=0), np.nanstd(g, axis=0, ddof=1) / np.sqrt(g.shape[0])
         out[m] = dict(mean=mean, se=se, final=r[:, np.searchsorted(t, end, side="right") - 1])
     out["ratio"] = float(np.mean(out["chmc"]["final"]) / np.mean(out["hmc"]["final"]))
     return out
