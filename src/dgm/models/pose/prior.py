@@ -12,7 +12,7 @@ generator differentiable in ``(h, n_1, n_2)``) rather than the project's von Mis
 circle in the *latent* space, whereas here the *data* are circular and 31 correlated angles must come out of one
 joint code; the (cos, sin) decoder gives that with an ordinary Gaussian VAE.
 
-**One differences from the paper**, said plainly: the paper's decoder outputs a log-variance per coordinate and trains
+**One difference from the paper**, said plainly: the paper's decoder outputs a log-variance per coordinate and trains
 on ``r = exp(n) (cos a, sin a)`` with a random radius ``n ~ N(0, 1)``; :mod:`dgm.vae` has one learnt output scale
 ``sigma`` shared by all coordinates, so the training pairs are the unit vectors themselves (a random radius would
 inflate the shared ``sigma``). Per-angle spread is still learnt: the angle noise is about ``sigma / |m_k|``, and the
