@@ -56,6 +56,8 @@ def main():
             ratios.append(s["ratio"])
             print(f"{scene.label:<9}{s['end']:>11.1f}{ms['chmc']:>11.2f}{ms['hmc']:>10.3f}{cell['chmc']:>18}"
                   f"{cell['hmc']:>18}{s['ratio']:>7.3f}", flush=True)
+            print(f"{'':<9}per run: chmc {np.round(s['chmc']['final'], 4).tolist()}, "
+                  f"hmc {np.round(s['hmc']['final'], 4).tolist()}", flush=True)
     worst = max(ratios)
     print(f"\nworst ratio {worst:.3f}: target (<= 1/3 on every scene) {'met' if worst <= 1 / 3 else 'NOT met'}")
 
