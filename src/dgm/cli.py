@@ -299,6 +299,12 @@ def _run_hvae_gaussian(args) -> int:
     return 0
 
 
+def _pose_parser(sub):
+    from dgm.models.pose.command import add_parser
+
+    add_parser(sub)
+
+
 def main(argv=None) -> int:
     """Run the command line; a user mistake (bad option, bad value, unusable input) prints one line and exits 2."""
     configure_cpu_threads()  # before JAX starts; the user's own settings win
@@ -309,6 +315,7 @@ def main(argv=None) -> int:
     _mnist_inpaint_parser(sub)
     _vae_benchmark_parser(sub)
     _hvae_gaussian_parser(sub)
+    _pose_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -136,10 +136,9 @@ def load(path, *, expect: Optional[VAEConfig] = None) -> VAE:
                               f"{record['parameters_sha256']} recorded in {hyperparameters_path(path)}")
     skeleton = VAE(config, key=jax.random.key(0))
     dtype = jnp.dtype(record["dtype"])
-    if dtype != skeleton.log_sigma.dtype:
-        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-            raise CheckpointError(f"VAE checkpoint {path} holds float64 parameters; load it inside dgm.float64()")
-        skeleton = skeleton.astype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise CheckpointError(f"VAE checkpoint {path} holds float64 parameters; load it inside dgm.float64()")
+    skeleton = skeleton.astype(dtype)  # every leaf: inside dgm.float64() a fresh VAE's weights are float64
     try:
         return eqx.tree_deserialise_leaves(path, skeleton)
     except Exception as err:  # equinox raises plain RuntimeError/ValueError/EOFError on shape or size mismatch

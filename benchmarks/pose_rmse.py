@@ -1,0 +1,66 @@
+"""Human pose (Appendix E, Figure 5a): RMSE of the posterior-mean 3-D pose, constrained HMC vs HMC, equal wall time.
+
+Side by side in one run, single-threaded XLA/BLAS (set below, before JAX starts). The binocular scenes of ``dgm pose``
+(drawn from the prior, seed 0); per scene ``--runs`` independent runs per method from shared prior draws; constrained
+HMC runs ``--warmup`` + ``--samples`` iterations per run and HMC as many iterations as fit in the same time (measured
+per-iteration cost ratio). Prints, per scene, each method's RMSE (m, per coordinate, 17 non-root points; mean +- s.e.
+over runs) of the running posterior mean at the common final time per run, and the ratio.
+
+Target (issue 12): constrained HMC's RMSE <= 1/3 of HMC's on every binocular scene at the same wall time.
+Anchor (Graham's thesis, the same experiment at ~440 s per run): constrained HMC 0.016 / 0.020 m vs HMC 0.106 /
+0.042 m on two scenes.
+
+    python benchmarks/pose_rmse.py [--scenes 3] [--runs 4] [--warmup 100] [--samples 300]
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+import argparse  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import dgm  # noqa: E402
+from dgm.models.pose import experiment as ex  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with dgm.float64():
+        model, _ = ex.build_models()
+        scenes = ex.make_scenes(model, args.scenes, args.seed)
+        ratios = []
+        print(f"single-threaded XLA; {args.runs} runs per method; constrained HMC {args.warmup} + {args.samples} "
+              "iterations per run, HMC the same wall time\n")
+        print(f"{'scene':<9}{'time/run s':>11}{'chmc ms/it':>11}{'hmc ms/it':>10}{'RMSE chmc (m)':>18}"
+              f"{'RMSE hmc (m)':>18}{'ratio':>7}")
+        for i, scene in enumerate(scenes):
+            ex.run_scene(model, scene, runs=args.runs, warmup=args.warmup, samples=args.samples,
+                         seed=args.seed + 100 * i, progress=False)
+            s = ex.summary(model, scene)
+            ms = {m: 1e3 * getattr(scene, m).wall_time / args.runs / (
+                int(getattr(scene, m).settings["n_warmup"]) + getattr(scene, m).n_draws
+                * int(getattr(scene, m).settings.get("thin", 1))) for m in ("chmc", "hmc")}
+            cell = {m: f"{np.mean(s[m]['final']):.4f} +- {np.std(s[m]['final'], ddof=1) / np.sqrt(args.runs):.4f}"
+                    for m in ("chmc", "hmc")}
+            ratios.append(s["ratio"])
+            print(f"{scene.label:<9}{s['end']:>11.1f}{ms['chmc']:>11.2f}{ms['hmc']:>10.3f}{cell['chmc']:>18}"
+                  f"{cell['hmc']:>18}{s['ratio']:>7.3f}", flush=True)
+            print(f"{'':<9}per run: chmc {np.round(s['chmc']['final'], 4).tolist()}, "
+                  f"hmc {np.round(s['hmc']['final'], 4).tolist()}", flush=True)
+    worst = max(ratios)
+    print(f"\nworst ratio {worst:.3f}: target (<= 1/3 on every scene) {'met' if worst <= 1 / 3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
