@@ -303,9 +303,9 @@ def sample(
         :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
       detect_components: for the exact (manifold) methods with several chains, find the connected components of the
         manifold the chains occupy (:mod:`dgm.components`; ``result.components``) and warn when several are occupied
-        and no chain moved between them. ``"auto"``: path tests when the chains disagree (R-hat of ``u`` above
-        1.05) or the model declares symmetries, in runs of at least 20 draws per chain; ``True``: always; ``False``:
-        never.
+        and no chain moved between them. ``"auto"``: path tests when the chains disagree (split R-hat of ``u`` or
+        ``u**2`` above 1.1) or the model declares symmetries, in runs of at least 20 draws per chain; ``True``:
+        always; ``False``: never.
       **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
         ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
