@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import dgm
 from conftest import mcse
-from dgm.components import detect_components
+from dgm.components import components_after_sampling, detect_components, split_rhat
 from dgm.kernels import symmetry as symmetry_kernel
 from dgm.models import disconnected
 from dgm.symmetry import Symmetry, as_symmetries, check_symmetries
@@ -262,3 +262,18 @@ def test_detection_on_exact_draws():
         report = detect_components(example.model, example.x_obs, draws)
         assert report.n_components == 4 and report.chains_per_component == [1, 1, 1, 1] and report.stuck
         assert report.n_joined == 0
+
+
+def test_split_rhat_screen():
+    rng = np.random.default_rng(1)
+    agree = rng.standard_normal((4, 200, 3))
+    assert split_rhat(agree) < 1.05
+    apart = agree.copy()
+    apart[:2, :, 0] += 3.0  # two chains elsewhere
+    assert split_rhat(apart) > 1.5
+    lines = np.ones((4, 50, 1))
+    assert split_rhat(lines) == 1.0  # constant and equal across chains: agreeing
+    lines[2:] = -1.0
+    assert split_rhat(lines) == np.inf  # constant within chains, different across: the two-lines case
+    with pytest.raises(ValueError, match="detect_components"):
+        components_after_sampling(disconnected.two_lines().model, np.ones(1), agree[..., :2], {}, mode="sometimes")

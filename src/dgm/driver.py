@@ -334,9 +334,9 @@ def sample(
         :mod:`dgm.compilation_cache` for its location and the ``DGM_COMPILATION_CACHE=0`` opt-out).
       detect_components: for the exact (manifold) methods with several chains, find the connected components of the
         manifold the chains occupy (:mod:`dgm.components`; ``result.components``) and warn when several are occupied
-        and no chain moved between them. ``"auto"``: path tests when the chains disagree (R-hat of ``u`` above
-        1.05) or the model declares symmetries, in runs of at least 20 draws per chain; ``True``: always; ``False``:
-        never.
+        and no chain moved between them. ``"auto"``: path tests when the chains disagree (split R-hat of ``u`` or
+        ``u**2`` above 1.1) or the model declares symmetries, in runs of at least 20 draws per chain; ``True``:
+        always; ``False``: never.
       checkpoint: a directory to write the run to as it goes (it must not exist or be empty): the complete state
         (chain states with their cached geometry, step-size and metric adaptation, step sizes, PRNG keys, phase and
         iteration, the settings) every ``checkpoint_every`` iterations, atomically with a checksum, and the draws to

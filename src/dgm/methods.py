@@ -96,7 +96,8 @@ def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=
 
 def with_declared_symmetries(method: Method, model, x_obs, probability, settings: IntegratorSettings) -> Method:
     """``method`` with the exact symmetry moves of :mod:`dgm.kernels.symmetry` after each transition (with
-    probability ``probability``) when ``model`` declares symmetries; unchanged otherwise or when ``probability`` is 0."""
+    probability ``probability``) when ``model`` declares symmetries; unchanged otherwise or when ``probability``
+    is 0."""
     if not model.symmetries or probability == 0:
         return method
     from dgm.kernels.symmetry import with_symmetry_moves
