@@ -4,6 +4,7 @@ The promise tested: a run killed with SIGKILL and resumed gives draws and statis
 run with the same seed; a damaged newest checkpoint falls back to the previous one; anything else is a clear error.
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def test_streamed_run_equals_the_in_memory_run_and_is_read_lazily(tmp_path, refe
     assert set(tree.children) >= {"posterior", "sample_stats", "warmup_sample_stats", "observed_data"}
     np.testing.assert_array_equal(tree["posterior"]["u"].values, reference.inputs)
     np.testing.assert_array_equal(dgm.load(tmp_path / "run").inputs, reference.inputs)  # a checkpoint dir loads
+    got.save(tmp_path / "copy.nc")  # and saves like an in-memory result
+    assert_same_run(dgm.load(tmp_path / "copy.nc"), reference)
     assert np.isfinite(got.summary()["ess_bulk"]).all()
     # resume= on a finished run returns its result and runs nothing
     states = sorted(p.name for p in (tmp_path / "run").glob("state-*.ckpt"))
@@ -192,14 +195,15 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
 def test_settings_that_differ_from_the_checkpoint_are_named(tmp_path, change, expected):
     directory = tmp_path / "run"
     directory.mkdir()
-    (directory / checkpointing.RUN_FILE).write_text(__import__("json").dumps({
-        "format": checkpointing.FORMAT, "chunk_size": 10, "checkpoint_every": 100,
-        "fingerprint": checkpointing.fingerprint(
-            MODEL, X, method="chmc", common=dict(step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8,
-                                                 max_newton=50),
+    with dgm.float64():  # as dgm.sample computes it
+        stored = checkpointing.fingerprint(
+            MODEL, X, method="chmc", common=dict(step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50),
             options={}, n_chains=4, n_warmup=30, n_samples=50, thin=2, seed=3, chunk_size=10,
-            chain_method="sequential", step_size_adaptation="dual-averaging")}))
+            chain_method="sequential", step_size_adaptation="dual-averaging")
+    (directory / checkpointing.RUN_FILE).write_text(json.dumps({
+        "format": checkpointing.FORMAT, "chunk_size": 10, "checkpoint_every": 100, "fingerprint": stored}))
     model, x = MODEL, change.pop("x_obs", X)
+    only_one = "model" not in change  # another model differs in several ways; any other change in that one only
     if change.get("model") == "other":
         model = dgm.GenerativeModel(lambda u: MODEL.generator(u) + 1e-3 * u[2], 3, name="curved")
     elif change.get("model") == "wider":
@@ -208,6 +212,7 @@ def test_settings_that_differ_from_the_checkpoint_are_named(tmp_path, change, ex
     with pytest.raises(ValueError, match="differs from the checkpointed run") as error:
         dgm.sample(model, x, resume=directory, chain_method="sequential", **{**SETTINGS, **change})
     assert expected in str(error.value), str(error.value)
+    assert not only_one or str(error.value).count(" in the checkpoint") == 1, str(error.value)
 
 
 def test_bad_checkpoint_arguments_are_clear_errors(tmp_path):

@@ -48,7 +48,7 @@ class DrawStore:
         self.path = Path(path)
         self.chunk_size = int(chunk_size)
         self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
-        self.sizes = dict(self.root.attrs.get("dgm_draw_store_sizes", {}))
+        self.sizes = json.loads(self.root.attrs.get("dgm_draw_store_sizes", "{}"))
         self._arrays: dict = {}
         self._groups: dict = {}
 
@@ -62,7 +62,8 @@ class DrawStore:
         x = np.asarray(x_obs, dtype=np.float64)
         observed = root.create_group("observed_data")
         observed.create_array("x", shape=x.shape, dtype=x.dtype, dimension_names=["x_dim"])[...] = x
-        root.attrs["dgm_draw_store_sizes"] = {k: int(v) for k, v in sizes.items()}
+        root.attrs["dgm_draw_store_sizes"] = json.dumps({k: int(v) for k, v in sizes.items()})  # a string: NetCDF
+        # attributes cannot hold a dict, and Result.save writes these to NetCDF
         return cls(path, chunk_size)
 
     def _array(self, group: str, name: str, like: np.ndarray):
