@@ -255,9 +255,10 @@ def warn_if_stuck(report: Optional[ComponentReport], method: str, stacklevel: in
     if report is None or not report.stuck:
         return
     warnings.warn(
-        f"{method}: the draws lie on {report.describe()}. Constrained HMC cannot cross between disconnected parts "
-        "of the manifold {u : g(u) = x}, so the pooled draws weigh them by where the chains started, not by their "
-        "posterior mass. Declare the maps between the components as symmetries "
+        f"{method}: the draws lie on {report.describe()}: no path on the manifold joined them, so they are "
+        "disconnected parts of {u : g(u) = x} or modes separated by a strongly curved region (a failed join is "
+        "evidence, not proof). Constrained HMC cannot cross between disconnected parts, so the pooled draws weigh "
+        "them by where the chains started, not by their posterior mass. Declare the maps between the components as symmetries "
         "(GenerativeModel(..., symmetries=[...]): exact Metropolis-Hastings moves), or sample with "
         "method='chmc-tempered' (exact tempering over noise scales, which finds undeclared components); see README, "
         "'Disconnected manifolds'.",

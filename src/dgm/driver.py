@@ -184,12 +184,7 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
         from dgm.runtime.sharding import sharded_chain_programs
 
         init, chunk = sharded_chain_programs(method_at, model, n_chains, chunk_size, mesh, da_like, x, mm_like)
-        programs = _Programs(init, chunk, time.perf_counter() - t0)
-        if cache_key is not None:
-            _PROGRAM_CACHE[cache_key] = programs
-            while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
-                _PROGRAM_CACHE.popitem(last=False)
-        return programs
+        return _remember(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
     states_like = jax.eval_shape(init, positions_like, x)
@@ -199,7 +194,11 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
     chunk = chunk.lower(states_like, da_like, mm_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
                         jax.random.PRNGKey(0), x, jax.ShapeDtypeStruct((), jnp.bool_), scalar_int,
                         scalar_int, jax.ShapeDtypeStruct((chunk_size, 2), jnp.bool_)).compile()
-    programs = _Programs(init, chunk, time.perf_counter() - t0)
+    return _remember(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
+
+
+def _remember(cache_key, programs: _Programs) -> _Programs:
+    """Keep ``programs`` in the process's LRU cache (at most ``_PROGRAM_CACHE_SIZE`` configurations)."""
     if cache_key is not None:
         _PROGRAM_CACHE[cache_key] = programs
         while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:

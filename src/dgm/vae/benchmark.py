@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 import dgm.vae.hvae  # noqa: F401  (registers hvaeK, hvaeK-t, hvaeK-free)
 import dgm.vae.mcmc_objectives  # noqa: F401  (registers metvae[K], lmcvaeK, amcvaeK)
@@ -36,7 +35,7 @@ from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 from dgm.vae.objectives import check_data, log_likelihood
 from dgm.vae.registry import Objective, make_objective
-from dgm.vae.train import _Bar
+from dgm.vae.train import _Bar, adam_epoch
 
 __all__ = ["RowResult", "build_epoch", "train_objective", "evaluate_bound", "run_benchmark", "load_binarised",
            "parse_models", "DATASETS"]
@@ -135,7 +134,6 @@ def build_epoch(objective: Objective, config: VAEConfig, n: int, *, batch_size: 
     init_key, shuffle_key, step_key = jax.random.split(jax.random.key(seed), 3)
     vae = VAE(config, key=init_key)
     bs = min(batch_size, n)
-    n_steps = n // bs
     optimiser = optax.adam(learning_rate)
     params, static = eqx.partition((vae, objective.extra), eqx.is_inexact_array)
     opt_state = optimiser.init(params)
@@ -146,26 +144,7 @@ def build_epoch(objective: Objective, config: VAEConfig, n: int, *, batch_size: 
         v, e = eqx.combine(params, static)
         return -jnp.mean(bound(v, e, xb, key))
 
-    @jax.jit
-    def run_epoch(params, opt_state, xs, epoch):
-        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-        epoch_key = jax.random.fold_in(step_key, epoch)
-
-        def body(carry, i):
-            params, opt_state, total = carry
-            xb = xs[lax.dynamic_slice_in_dim(perm, i * bs, bs)]
-            value, grads = jax.value_and_grad(loss)(params, xb, jax.random.fold_in(epoch_key, i))
-            updates, opt_state = optimiser.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            total = total + value
-            if bar.enabled:
-                due = ((i + 1) % bar.every == 0) | (i == n_steps - 1)
-                lax.cond(due, lambda: jax.debug.callback(bar.report, epoch, i, total), lambda: None)
-            return (params, opt_state, total), None
-
-        (params, opt_state, total), _ = lax.scan(body, (params, opt_state, jnp.zeros((), xs.dtype)),
-                                                 jnp.arange(n_steps))
-        return params, opt_state, -total / n_steps
+    run_epoch = adam_epoch(loss, optimiser, n, bs, shuffle_key, step_key, bar)
 
     return run_epoch, params, opt_state, static
 

@@ -153,26 +153,7 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     def loss(params, xb, key):
         return -jnp.mean(fn(eqx.combine(params, static), xb, key, k))
 
-    @jax.jit
-    def run_epoch(params, opt_state, epoch):
-        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-        epoch_key = jax.random.fold_in(step_key, epoch)
-
-        def body(carry, i):
-            params, opt_state, total = carry
-            xb = xs[lax.dynamic_slice_in_dim(perm, i * bs, bs)]
-            value, grads = jax.value_and_grad(loss)(params, xb, jax.random.fold_in(epoch_key, i))
-            updates, opt_state = optimiser.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            total = total + value
-            if bar.enabled:  # running objective to the bar about ten times an epoch
-                due = ((i + 1) % bar.every == 0) | (i == n_steps - 1)
-                lax.cond(due, lambda: jax.debug.callback(bar.report, epoch, i, total), lambda: None)
-            return (params, opt_state, total), None
-
-        (params, opt_state, total), _ = lax.scan(body, (params, opt_state, jnp.zeros((), xs.dtype)),
-                                                 jnp.arange(n_steps))
-        return params, opt_state, -total / n_steps
+    run_epoch = adam_epoch(loss, optimiser, n, bs, shuffle_key, step_key, bar)
 
     train_hist, valid_hist = [], []
     best, best_value, best_epoch, since_best, stopped = vae, -np.inf, -1, 0, False
@@ -180,7 +161,7 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     bar.open(n_steps, objective)
     try:
         for epoch in range(epochs):
-            params, opt_state, value = run_epoch(params, opt_state, epoch)
+            params, opt_state, value = run_epoch(params, opt_state, xs, epoch)
             train_value = float(value)
             if not np.isfinite(train_value):
                 raise FloatingPointError(f"the training objective became {train_value} in epoch {epoch + 1}; lower "
@@ -205,3 +186,35 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     history = TrainHistory(np.asarray(train_hist), np.asarray(valid_hist), best_epoch, stopped,
                            time.perf_counter() - t0, objective, k)
     return best, history
+
+
+def adam_epoch(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "_Bar"):
+    """The compiled training epoch: ``run_epoch(params, opt_state, xs, epoch) -> (params, opt_state, mean objective)``,
+    ``floor(n / batch_size)`` optimiser steps on ``loss(params, xb, key)`` over the permutation
+    ``permutation(fold_in(shuffle_key, epoch), n)`` of the ``n`` rows of ``xs``, minibatch ``i`` drawing its noise
+    from ``fold_in(fold_in(step_key, epoch), i)``, all in one ``lax.scan``; the running objective goes to ``bar``
+    about ten times an epoch. Shared by :func:`train` and :mod:`dgm.vae.benchmark`."""
+    n_steps = n // batch_size
+
+    @jax.jit
+    def run_epoch(params, opt_state, xs, epoch):
+        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+        epoch_key = jax.random.fold_in(step_key, epoch)
+
+        def body(carry, i):
+            params, opt_state, total = carry
+            xb = xs[lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)]
+            value, grads = jax.value_and_grad(loss)(params, xb, jax.random.fold_in(epoch_key, i))
+            updates, opt_state = optimiser.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            total = total + value
+            if bar.enabled:  # running objective to the bar about ten times an epoch
+                due = ((i + 1) % bar.every == 0) | (i == n_steps - 1)
+                lax.cond(due, lambda: jax.debug.callback(bar.report, epoch, i, total), lambda: None)
+            return (params, opt_state, total), None
+
+        (params, opt_state, total), _ = lax.scan(body, (params, opt_state, jnp.zeros((), xs.dtype)),
+                                                 jnp.arange(n_steps))
+        return params, opt_state, -total / n_steps
+
+    return run_epoch
