@@ -157,8 +157,35 @@ def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size:
 
 # Compiled programs by configuration: repeated dgm.sample calls on the same model, method, options and shapes (any
 # observed values) skip tracing and compilation. Small: each entry holds two XLA executables.
-_PROGRAM_CACHE: "OrderedDict[tuple, _Programs]" = OrderedDict()
-_PROGRAM_CACHE_SIZE = 16
+class ProgramCache:
+    """A least-recently-used store of compiled programs keyed by their configuration; a configuration that cannot be
+    hashed (:func:`_hashable`) is compiled every time instead of cached."""
+
+    def __init__(self, size: int):
+        self.size, self.entries = size, OrderedDict()
+
+    @staticmethod
+    def key(configuration):
+        try:
+            return _hashable(configuration)
+        except TypeError:
+            return None
+
+    def get(self, key):
+        if key is None or key not in self.entries:
+            return None
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+    def put(self, key, programs):
+        if key is not None:
+            self.entries[key] = programs
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return programs
+
+
+_PROGRAM_CACHE = ProgramCache(16)
 
 
 def _hashable(value):
@@ -172,19 +199,16 @@ def _hashable(value):
 
 def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method, da_like, x,
                        mm_like=None, mesh=None) -> _Programs:
-    try:
-        cache_key = _hashable(key)
-    except TypeError:
-        cache_key = None
-    if cache_key is not None and cache_key in _PROGRAM_CACHE:
-        _PROGRAM_CACHE.move_to_end(cache_key)
-        return _PROGRAM_CACHE[cache_key]._replace(compile_time=0.0)
+    cache_key = ProgramCache.key(key)
+    cached = _PROGRAM_CACHE.get(cache_key)
+    if cached is not None:
+        return cached._replace(compile_time=0.0)
     t0 = time.perf_counter()
     if chain_method == "sharded":  # chains laid out over a device mesh (dgm.runtime.sharding)
         from dgm.runtime.sharding import sharded_chain_programs
 
         init, chunk = sharded_chain_programs(method_at, model, n_chains, chunk_size, mesh, da_like, x, mm_like)
-        return _remember(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
+        return _PROGRAM_CACHE.put(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
     positions_like = jax.ShapeDtypeStruct((n_chains, model.input_dim), jnp.float64)
     init = jax.jit(lambda positions, x_obs: jax.vmap(method_at(x_obs).init)(positions))
     states_like = jax.eval_shape(init, positions_like, x)
@@ -194,16 +218,7 @@ def _compiled_programs(key, method_at, model, n_chains, chunk_size, chain_method
     chunk = chunk.lower(states_like, da_like, mm_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
                         jax.random.PRNGKey(0), x, jax.ShapeDtypeStruct((), jnp.bool_), scalar_int,
                         scalar_int, jax.ShapeDtypeStruct((chunk_size, 2), jnp.bool_)).compile()
-    return _remember(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
-
-
-def _remember(cache_key, programs: _Programs) -> _Programs:
-    """Keep ``programs`` in the process's LRU cache (at most ``_PROGRAM_CACHE_SIZE`` configurations)."""
-    if cache_key is not None:
-        _PROGRAM_CACHE[cache_key] = programs
-        while len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
-            _PROGRAM_CACHE.popitem(last=False)
-    return programs
+    return _PROGRAM_CACHE.put(cache_key, _Programs(init, chunk, time.perf_counter() - t0))
 
 
 class _Acceptance(NamedTuple):

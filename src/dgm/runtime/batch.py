@@ -30,7 +30,6 @@ so ESS per second stays comparable with ``dgm.sample``); ``settings["batch_wall_
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +38,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 from dgm.adaptation import initial_metric_state, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
-from dgm.driver import (_Progress, _chunk_program, _hashable, _heuristic_step_sizes, _report, _root_key,
+from dgm.driver import (ProgramCache, _Progress, _chunk_program, _heuristic_step_sizes, _report, _root_key,
                         _run_phase)
 from dgm.integrator import FAILURE_NAMES
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
@@ -47,8 +46,7 @@ from dgm.model import GenerativeModel
 from dgm.precision import float64
 from dgm.result import Result, schema_stats
 
-_BATCH_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
-_BATCH_CACHE_SIZE = 8
+_BATCH_CACHE = ProgramCache(8)
 
 
 def check_observation_batch(model: GenerativeModel, x_obs_batch, manifold: bool) -> np.ndarray:
@@ -76,13 +74,10 @@ def _batched_programs(cache_key, method_at, model, n_obs, n_chains, chunk_size, 
                       chain_method="vectorized"):
     """``(init, chunk, compile_time)``: the driver's programs ``vmap``ped over observations (``chunk`` returns its
     outputs ``(chunk, obs, chain, ...)`` so the driver's host loop slices and joins them along iterations)."""
-    try:
-        key = _hashable(cache_key)
-    except TypeError:
-        key = None
-    if key is not None and key in _BATCH_CACHE:
-        _BATCH_CACHE.move_to_end(key)
-        return _BATCH_CACHE[key][:2] + (0.0,)
+    key = ProgramCache.key(cache_key)
+    cached = _BATCH_CACHE.get(key)
+    if cached is not None:
+        return cached[:2] + (0.0,)
     t0 = time.perf_counter()
 
     def init_fn(positions, xs):
@@ -119,12 +114,7 @@ def _batched_programs(cache_key, method_at, model, n_obs, n_chains, chunk_size, 
         chunk = sharded_program(batched, mesh, (True,) * 6 + (False,) * 4,
                                 (axis, axis, axis, PartitionSpec(None, mesh.axis_names[0])), example,
                                 host_outputs=(3,))
-    programs = (init, chunk, time.perf_counter() - t0)
-    if key is not None:
-        _BATCH_CACHE[key] = programs
-        while len(_BATCH_CACHE) > _BATCH_CACHE_SIZE:
-            _BATCH_CACHE.popitem(last=False)
-    return programs
+    return _BATCH_CACHE.put(key, (init, chunk, time.perf_counter() - t0))
 
 
 def sample_many(
