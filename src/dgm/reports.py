@@ -50,17 +50,23 @@ TAIL = ["bulk ESS (min)", "R̂ (max)", "ESS/s (mean)", "sampling (s)", "total (s
 """``sampling``: warm-up + draws (what ESS/s divides by); ``total``: set-up (initialisation) + compilation + sampling."""
 
 
-def text_table(rows: list[dict], names) -> str:
-    """A fixed-width table for the terminal."""
-    header = HEADERS + [f"{n} mean ± sd" for n in names] + TAIL
-    body = [_cells(row, names) for row in rows]
+def fixed_width(header: list, body: list[list]) -> str:
+    """``header`` and rows of cells as a fixed-width table for the terminal (every experiment's table uses it)."""
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
 
 
+def markdown(header: list, body: list[list]) -> str:
+    """``header`` and rows of cells as a Markdown table (for the experiments' ``report.md``)."""
+    out = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(out + ["| " + " | ".join(map(str, r)) + " |" for r in body])
+
+
+def text_table(rows: list[dict], names) -> str:
+    """A fixed-width table for the terminal."""
+    return fixed_width(HEADERS + [f"{n} mean ± sd" for n in names] + TAIL, [_cells(row, names) for row in rows])
+
+
 def markdown_table(rows: list[dict], names) -> str:
-    header = HEADERS + [f"{n} mean ± sd" for n in names] + TAIL
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_cells(row, names)) + " |" for row in rows]
-    return "\n".join(out)
+    return markdown(HEADERS + [f"{n} mean ± sd" for n in names] + TAIL, [_cells(row, names) for row in rows])

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dgm
+from dgm.reports import fixed_width, markdown
 from dgm.vae.generator import DecoderGenerator
 
 LATENT_DIM = 50
@@ -253,15 +254,11 @@ def format_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def text_table(rows: list[dict]) -> str:
-    body = format_rows(rows)
-    widths = [max(len(r[i]) for r in [HEADERS] + body) for i in range(len(HEADERS))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(HEADERS), line(["-" * w for w in widths])] + [line(r) for r in body])
+    return fixed_width(HEADERS, format_rows(rows))
 
 
 def markdown_table(rows: list[dict]) -> str:
-    out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in format_rows(rows)])
+    return markdown(HEADERS, format_rows(rows))
 
 
 def dump_json(rows: list[dict], vae_info: dict, path: Path) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from dgm.reports import fixed_width, markdown
+
 __all__ = ["summary", "text_table", "markdown_table", "write_outputs", "HEADERS"]
 
 HEADERS = ["model", "test NLL (nats)", "valid bound", "s/epoch", "x VAE time", "objective"]
@@ -52,15 +54,11 @@ def _cells(s: dict) -> list:
 
 
 def text_table(summaries: list) -> str:
-    body = [_cells(s) for s in summaries]
-    widths = [max(len(r[i]) for r in [HEADERS] + body) for i in range(len(HEADERS))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(HEADERS), line(["-" * w for w in widths])] + [line(r) for r in body])
+    return fixed_width(HEADERS, [_cells(s) for s in summaries])
 
 
 def markdown_table(summaries: list) -> str:
-    out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    return "\n".join(out + ["| " + " | ".join(_cells(s)) + " |" for s in summaries])
+    return markdown(HEADERS, [_cells(s) for s in summaries])
 
 
 def _curves(result: dict, path: Path) -> Path:

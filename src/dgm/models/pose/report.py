@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dgm.reports import fixed_width, markdown
+
 COLUMNS = [("scene", "{}"), ("method", "{}"), ("time", "{:.1f}"), ("iterations", "{:d}"), ("ms", "{:.2f}"),
            ("acceptance", "{:.2f}"), ("step", "{:.3g}"), ("rmse", "{:.4f}"), ("se", "{:.4f}"), ("ratio", "{:.2f}")]
 HEADERS = ["scene", "method", "time/run (s)", "iterations/run", "ms/iter", "accept", "step", "RMSE (m)", "s.e.",
@@ -18,15 +20,11 @@ def _cells(rows):
 
 
 def text_table(rows: list[dict]) -> str:
-    body = _cells(rows)
-    widths = [max(len(r[i]) for r in [HEADERS] + body) for i in range(len(HEADERS))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(HEADERS), line(["-" * w for w in widths])] + [line(r) for r in body])
+    return fixed_width(HEADERS, _cells(rows))
 
 
 def markdown_table(rows: list[dict]) -> str:
-    out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in _cells(rows)])
+    return markdown(HEADERS, _cells(rows))
 
 
 def _pose(ax, positions, segments, horizontal, color, lw=2.0):
