@@ -10,7 +10,8 @@ Target (issue 12): constrained HMC's RMSE <= 1/3 of HMC's on every binocular sce
 Anchor (Graham's thesis, the same experiment at ~440 s per run): constrained HMC 0.016 / 0.020 m vs HMC 0.106 /
 0.042 m on two scenes.
 
-    python benchmarks/pose_rmse.py [--scenes 3] [--runs 4] [--warmup 100] [--samples 300]
+    python benchmarks/pose_rmse.py [--scenes 3] [--runs 10] [--warmup 100] [--samples 300] [--candidates 64]
+                                    [--noise-scale 0.001]
 """
 
 import os
@@ -25,28 +26,33 @@ import numpy as np  # noqa: E402
 
 import dgm  # noqa: E402
 from dgm.models.pose import experiment as ex  # noqa: E402
+from dgm.models.pose.model import NOISE_SCALE  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=ex.DEFAULTS["runs"])
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", type=int, default=ex.DEFAULTS["candidates"],
+                        help="best of this many prior draws per run, shared by both methods (1: plain prior draws)")
+    parser.add_argument("--noise-scale", type=float, default=NOISE_SCALE)
     args = parser.parse_args()
 
     with dgm.float64():
-        model, _ = ex.build_models()
+        model, _ = ex.build_models(noise_scale=args.noise_scale)
         scenes = ex.make_scenes(model, args.scenes, args.seed)
         ratios = []
-        print(f"single-threaded XLA; {args.runs} runs per method; constrained HMC {args.warmup} + {args.samples} "
+        print(f"single-threaded XLA; noise scale {args.noise_scale}; {args.runs} runs per method from the best of "
+              f"{args.candidates} prior draws each (shared); constrained HMC {args.warmup} + {args.samples} "
               "iterations per run, HMC the same wall time\n")
         print(f"{'scene':<9}{'time/run s':>11}{'chmc ms/it':>11}{'hmc ms/it':>10}{'RMSE chmc (m)':>18}"
               f"{'RMSE hmc (m)':>18}{'ratio':>7}")
         for i, scene in enumerate(scenes):
             ex.run_scene(model, scene, runs=args.runs, warmup=args.warmup, samples=args.samples,
-                         seed=args.seed + 100 * i, progress=False)
+                         seed=args.seed + 100 * i, progress=False, candidates=args.candidates)
             s = ex.summary(model, scene)
             ms = {m: 1e3 * getattr(scene, m).wall_time / args.runs / (
                 int(getattr(scene, m).settings["n_warmup"]) + getattr(scene, m).n_draws

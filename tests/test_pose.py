@@ -152,7 +152,7 @@ def test_bad_observations_are_refused(humanoid):
             pm.observe(np.where(positions == 0, np.nan, positions), np.array([0.0, 0.0, 3.0]))
         # inside a chain, a point behind the camera is a NaN projection (a counted rejection), not a crash
         u1 = np.zeros(pm.n_parameters)
-        u1[-1] = -80.0  # depth exp(log 3 - 8) ~ 1 mm: the wrist is behind the camera plane
+        u1[-1] = -80.0  # depth exp(1.5 - 40) ~ 0: the wrist is behind the camera plane
         assert np.isnan(np.asarray(pm.mean_observation(jnp.asarray(u1)))).any()
 
 
@@ -167,6 +167,25 @@ def test_model_dimensions_for_the_humanoid(humanoid):
         np.testing.assert_allclose(np.asarray(jax.vmap(pm.model.generator)(jnp.asarray(u0))), np.tile(x, (2, 1)),
                                    atol=1e-9)  # the shared starts lie on the manifold
         assert len(pm.latent_names) == np.asarray(pm.latents(jnp.asarray(u1))).size == 31 + 10 + 3 + 54
+
+
+def test_starting_points_are_the_best_of_their_candidates():
+    """``initial_inputs(..., candidates=c)``: run i starts from the candidate with the smallest |u_1|^2 + |v|^2 among
+    prior draws i c .. (i + 1) c - 1 (the same draws as ``candidates=1`` for n c runs), on the manifold."""
+    with dgm.float64():
+        pm = _tiny_model()
+        _, x = pm.simulate(jax.random.key(0))
+        u1, u0 = pm.initial_inputs(jax.random.key(5), x, 3, candidates=16)
+        all1, all0 = pm.initial_inputs(jax.random.key(5), x, 48)
+        np.testing.assert_array_equal(all0[:, :pm.n_parameters], all1)
+        score = np.sum(all0 ** 2, axis=1).reshape(3, 16)
+        np.testing.assert_array_equal(u0, all0[np.argmin(score, axis=1) + 16 * np.arange(3)])
+        np.testing.assert_array_equal(u1, u0[:, :pm.n_parameters])
+        assert np.all(np.sum(u0 ** 2, axis=1) <= np.median(score, axis=1))
+        np.testing.assert_allclose(np.asarray(jax.vmap(pm.model.generator)(jnp.asarray(u0))), np.tile(x, (3, 1)),
+                                   atol=1e-9)
+        with pytest.raises(ValueError, match="candidates"):
+            pm.initial_inputs(jax.random.key(5), x, 3, candidates=0)
 
 
 @pytest.fixture(scope="module")

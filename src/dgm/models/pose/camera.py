@@ -13,11 +13,13 @@ applied to ``(p, 1)``). The *binocular* rig is two such cameras at ``c_x -+ b/2`
 point by point as ``(x_1, y_1, x_2, y_2, ...)``.
 
 **Prior** (Algorithm 2): ``c_x = mu_x + s_x u_0``, ``c_y = mu_y + s_y u_1``, ``d = exp(mu_d + s_d u_2)`` (log-normal
-depth, positive) with ``u_c ~ N(0, I_3)``. The paper gives no values; the defaults (``c_x, c_y ~ N(0, 0.1^2)`` m, median depth 3 m with
-log-sd 0.1) put the rig in front of the pelvis at pelvis height, with ``f = 2`` (a 53 deg field of view for an image
-spanning ``[-1, 1]``; a 1.6 m person is about 1.1 units tall), so the observation noise ``sigma = 0.01`` is about
-1.5 cm at the person and invisible in a plot, as the paper asks. The stereo baseline ``b = 1 m`` gives a depth
-resolution ``d^2 sqrt(2) sigma / (f b)`` of about 6 cm per joint; the paper does not state its offset.
+depth, positive) with ``u_c ~ N(0, I_3)``. The paper's text gives no values; the defaults are those of the authors'
+binocular-pose notebook (``matt-graham/differentiable-generative-models``, ``Pose inference (binocular).ipynb``):
+``c_x, c_y ~ N(0, 0.1^2)`` m, ``log d ~ N(1.5, 0.5^2)`` (median depth ``e^1.5 = 4.5`` m), focal length ``f = e^2 =
+7.39`` and a stereo baseline ``b = 0.5`` m. At the median depth one image unit is ``d / f = 0.61`` m at the person,
+so the model's observation noise ``sigma = 0.001`` (:data:`dgm.models.pose.model.NOISE_SCALE`, the notebook's
+``output_noise_std``) is 0.6 mm there, and the stereo depth resolution ``d^2 sqrt(2) sigma / (f b)`` is about 8 mm
+per point.
 
 A point at or behind a camera's plane (``p_Z + d <= 0``) has no projection: :func:`check_in_front` refuses such
 scenes with a clear error, and inside a chain the generator returns NaN there (a counted rejection).
@@ -46,10 +48,10 @@ class CameraPrior:
     x_sd: float = 0.1
     y_mean: float = 0.0
     y_sd: float = 0.1
-    log_depth_mean: float = math.log(3.0)
-    log_depth_sd: float = 0.1
-    focal: float = 2.0
-    baseline: float = 1.0
+    log_depth_mean: float = 1.5
+    log_depth_sd: float = 0.5
+    focal: float = math.exp(2.0)
+    baseline: float = 0.5
 
     def __post_init__(self):
         for name in ("x_sd", "y_sd", "log_depth_sd", "focal", "baseline"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     from dgm.models.pose.experiment import DEFAULTS, PAPER, QUICK
+    from dgm.models.pose.model import NOISE_SCALE
 
     p = sub.add_parser(
         "pose",
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
         description=(
             "Draw scenes (pose from the learnt VAE prior over DeepMimic joint angles, log-normal bone lengths, "
             "camera position) from the prior with a fixed seed, observe the 18 skeleton points with two cameras "
-            "(noise 0.01), and infer the 3-D scene with constrained HMC and with BlackJAX HMC on the hierarchical "
+            "(noise --noise-scale), and infer the 3-D scene with constrained HMC and with BlackJAX HMC on the hierarchical "
             "density of the non-noise inputs, several independent runs per method at equal wall-clock budget. "
             "Prints a table (time and iterations per run, acceptance, RMSE of the running posterior-mean 3-D "
             "positions in metres per coordinate at the common final time, its s.e., the constrained/HMC ratio) and "
@@ -35,6 +36,12 @@ def add_parser(sub) -> None:
                    help="constrained-HMC draws per run; HMC runs as many iterations as fit in the same time")
     p.add_argument("--mono-chains", type=int, default=DEFAULTS["mono_chains"], help="monocular (Fig 5b) chains")
     p.add_argument("--mono-samples", type=int, default=DEFAULTS["mono_samples"], help="monocular draws per chain")
+    p.add_argument("--candidates", type=int, default=DEFAULTS["candidates"],
+                   help="each run (both methods alike) starts from the best of this many prior draws by the "
+                        "hierarchical density log N(u1; 0, I) + log N(x; f(u1), noise^2 I); 1 = a plain prior draw")
+    p.add_argument("--noise-scale", type=float, default=NOISE_SCALE,
+                   help="observation-noise standard deviation in normalised image coordinates (the authors' notebook: "
+                        "0.001, 0.6 mm at the person; larger values make HMC's job easier)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (scenes, starts, chains)")
     p.add_argument("--out", type=Path, default=Path("results/pose"), help="output folder")
     p.add_argument("--quick", action="store_true",
@@ -64,7 +71,9 @@ def run(args) -> int:
     if preset:
         for k, v in preset.items():
             setattr(args, k, v)
-    for name in ("scenes", "runs", "warmup", "samples", "mono_chains", "mono_samples"):
+    if not (args.noise_scale > 0 and args.noise_scale < float("inf")):
+        raise ValueError(f"--noise-scale must be positive and finite, got {args.noise_scale}")
+    for name in ("scenes", "runs", "warmup", "samples", "mono_chains", "mono_samples", "candidates"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.runs < 2:
@@ -72,6 +81,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     experiment = ex.run_experiment(scenes=args.scenes, runs=args.runs, warmup=args.warmup, samples=args.samples,
                                    seed=args.seed, mono_chains=args.mono_chains, mono_samples=args.mono_samples,
+                                   candidates=args.candidates, noise_scale=args.noise_scale,
                                    progress=not args.no_progress, out=args.out, checkpoint=args.prior)
     rows = ex.table_rows(experiment)
     print("\n" + text_table(rows))

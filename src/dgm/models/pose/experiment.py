@@ -2,8 +2,11 @@ r"""The human-pose experiment of Appendix E, Figure 5: constrained HMC against H
 monocular samples.
 
 **Figure 5a.** ``n_scenes`` scenes ``(u_1, x)`` are drawn from the binocular model's prior with a fixed seed. For each
-scene both methods start ``runs`` independent chains (one chain = one run) from the same prior draws of ``u_1``
-(constrained HMC with the noise ``v = (x - f(u_1)) / eps`` that puts them on the manifold):
+scene both methods start ``runs`` independent chains (one chain = one run) from the same points: each run's ``u_1``
+is the best of ``candidates`` prior draws (default 64) by the hierarchical density ``log N(u_1; 0, I) + log N(x;
+f(u_1), eps^2 I)`` (:meth:`PoseModel.initial_inputs`; a prior draw facing away from the cameras, say, is a poor start
+for any local sampler, and the screen costs 64 generator calls per run), and constrained HMC adds the noise ``v = (x
+- f(u_1)) / eps`` that puts it on the manifold:
 
 (a) constrained HMC, ``dgm.sample(model, x, method="chmc")`` (linear-time geometry);
 (b) HMC, ``dgm.sample(conditional_model, x, method="hmc", noise_scale=eps)`` on the hierarchical density of the
@@ -42,23 +45,24 @@ import numpy as np
 
 import dgm
 from dgm.models.pose import prior as prior_lib
-from dgm.models.pose.model import AnglePrior, PoseModel
+from dgm.models.pose.model import NOISE_SCALE, AnglePrior, PoseModel
 from dgm.models.pose.skeleton import deepmimic_skeleton
 
-DEFAULTS = dict(scenes=3, runs=4, warmup=100, samples=300, seed=0, mono_chains=2, mono_samples=150)
+DEFAULTS = dict(scenes=3, runs=10, warmup=100, samples=300, seed=0, mono_chains=2, mono_samples=150, candidates=64)
 QUICK = dict(scenes=3, runs=2, warmup=25, samples=40, mono_chains=1, mono_samples=30)
 PAPER = dict(scenes=3, runs=10, warmup=200, samples=2000, mono_chains=4, mono_samples=500)
 """Settings: the default run (< 10 min on 2 cores), ``--quick`` (about a minute plus compilation) and the paper's
 size (10 runs per method; the thesis compared at ~440 s per run)."""
 
 
-def build_models(checkpoint: Optional[Path] = None) -> tuple[PoseModel, PoseModel]:
+def build_models(checkpoint: Optional[Path] = None, noise_scale: float = NOISE_SCALE) -> tuple[PoseModel, PoseModel]:
     """The binocular and monocular humanoid models with the trained prior (float64; call inside
     ``dgm.float64()``)."""
     vae = prior_lib.load_prior(checkpoint).astype(jnp.float64)
     angles = AnglePrior.from_vae(vae)
     sk = deepmimic_skeleton()
-    return PoseModel(sk, angles, binocular=True), PoseModel(sk, angles, binocular=False)
+    return (PoseModel(sk, angles, binocular=True, noise_scale=noise_scale),
+            PoseModel(sk, angles, binocular=False, noise_scale=noise_scale))
 
 
 @dataclasses.dataclass
@@ -83,9 +87,9 @@ def make_scenes(pm: PoseModel, n: int, seed: int) -> list[Scene]:
 
 
 def run_scene(pm: PoseModel, scene: Scene, *, runs: int, warmup: int, samples: int, seed: int, progress: bool,
-              hmc_factor: Optional[float] = None, max_draws: int = 2000) -> Scene:
-    """Constrained HMC, then HMC with the same wall-clock budget (module docstring)."""
-    u1, u0 = pm.initial_inputs(jax.random.fold_in(jax.random.key(seed), 17), scene.x, runs)
+              candidates: int = 1, hmc_factor: Optional[float] = None, max_draws: int = 2000) -> Scene:
+    """Constrained HMC, then HMC with the same wall-clock budget, from the same starts (module docstring)."""
+    u1, u0 = pm.initial_inputs(jax.random.fold_in(jax.random.key(seed), 17), scene.x, runs, candidates=candidates)
     scene.chmc = dgm.sample(pm.model, scene.x, method="chmc", n_chains=runs, n_warmup=warmup, n_samples=samples,
                             seed=seed, initial_positions=u0, progress=progress)
     eps = pm.noise_scale
@@ -151,10 +155,10 @@ def summary(pm: PoseModel, scene: Scene, n_grid: int = 200) -> dict:
 
 # -- Figure 5b: monocular -----------------------------------------------------------------------------------------
 def run_monocular(mono: PoseModel, scene: Scene, *, chains: int, warmup: int, samples: int, seed: int,
-                  progress: bool) -> dict:
+                  progress: bool, candidates: int = 1) -> dict:
     """Constrained HMC given one camera's view of ``scene``'s pose; three draws spread over the chains."""
     x = mono.observe(scene.truth, scene.camera, jax.random.key(seed + 5))
-    _, u0 = mono.initial_inputs(jax.random.key(seed + 6), x, chains)
+    _, u0 = mono.initial_inputs(jax.random.key(seed + 6), x, chains, candidates=candidates)
     result = dgm.sample(mono.model, x, method="chmc", n_chains=chains, n_warmup=warmup, n_samples=samples,
                         seed=seed + 7, initial_positions=u0, progress=progress)
     fit = noise_fit(mono, result)
@@ -172,33 +176,34 @@ def noise_fit(pm: PoseModel, result: dgm.Result) -> np.ndarray:
 
 
 def run_experiment(*, scenes: int, runs: int, warmup: int, samples: int, seed: int = 0, mono_chains: int = 2,
-                   mono_samples: int = 150, progress: bool = True, out: Optional[Path] = None,
-                   checkpoint: Optional[Path] = None) -> dict:
+                   mono_samples: int = 150, candidates: int = 64, noise_scale: float = NOISE_SCALE,
+                   progress: bool = True, out: Optional[Path] = None, checkpoint: Optional[Path] = None) -> dict:
     """Everything Figure 5 needs; samples saved to ``out`` as NetCDF."""
     t0 = time.perf_counter()
     with dgm.float64():
-        binocular, mono = build_models(checkpoint)
+        binocular, mono = build_models(checkpoint, noise_scale)
         cases = make_scenes(binocular, scenes, seed)
         for i, scene in enumerate(cases):
             if progress:
                 print(f"\n== {scene.label}: binocular, {binocular.n_observed} observed coordinates, "
                       f"{binocular.model.input_dim} inputs ==")
             run_scene(binocular, scene, runs=runs, warmup=warmup, samples=samples, seed=seed + 100 * i,
-                      progress=progress)
+                      progress=progress, candidates=candidates)
             if out is not None:
                 for m in ("chmc", "hmc"):
                     getattr(scene, m).save(Path(out) / f"samples_scene{i}_{m}.nc")
         if progress:
             print("\n== monocular (scene 0's pose, one camera) ==")
         monocular = run_monocular(mono, cases[0], chains=mono_chains, warmup=warmup, samples=mono_samples,
-                                  seed=seed, progress=progress)
+                                  seed=seed, progress=progress, candidates=candidates)
         if out is not None:
             monocular["result"].save(Path(out) / "samples_monocular_chmc.nc")
         summaries = [summary(binocular, s) for s in cases]
     return dict(model=binocular, mono=mono, scenes=cases, summaries=summaries, monocular=monocular,
                 seconds=time.perf_counter() - t0,
                 settings=dict(scenes=scenes, runs=runs, warmup=warmup, samples=samples, seed=seed,
-                              mono_chains=mono_chains, mono_samples=mono_samples))
+                              mono_chains=mono_chains, mono_samples=mono_samples, candidates=candidates,
+                              noise_scale=binocular.noise_scale))
 
 
 def table_rows(experiment: dict) -> list[dict]:
