@@ -248,7 +248,7 @@ def test_experiment_pipeline_on_the_tiny_arm(tiny_runs, tmp_path):
     pos = ex.position_draws(pm, scene.chmc).reshape(-1, 3, 3)
     experiment = dict(scenes=[scene], summaries=[s], mono=pm, seconds=1.0,
                       monocular=dict(result=scene.chmc, truth=scene.truth, samples=pos[:3],
-                                     fit=ex.noise_fit(pm, scene.chmc), chain=0, picks=np.arange(3)),
+                                     fit=ex.noise_fit(pm, scene.chmc), picks=[(0, 0), (0, 1), (0, 2)]),
                       settings=dict(scenes=1, runs=4, warmup=20, samples=30, seed=3))
     rows = ex.table_rows(experiment)
     assert "chmc" in text_table(rows)

@@ -94,15 +94,16 @@ def write_report(experiment: dict, rows: list[dict], out: Path, command: str, pa
 
 Command: `{command}`
 
-Binocular: {st['scenes']} scenes drawn from the prior (seed {st['seed']}); per scene {st['runs']} independent runs
-(chains) per method from shared prior draws; constrained HMC {st['warmup']} warm-up + {st['samples']} draws per run;
-HMC the same wall-clock budget (measured per-iteration cost ratio). RMSE: running posterior mean of the 17 non-root
+Binocular: {st['scenes']} scenes drawn from the prior (seed {st['seed']}), observation noise {st.get('noise_scale', '?')};
+per scene {st['runs']} independent runs (chains) per method from shared starts (each the best of
+{st.get('candidates', 1)} prior draws by the hierarchical density); constrained HMC {st['warmup']} warm-up + {st['samples']}
+draws per run; HMC the same wall-clock budget (measured per-iteration cost ratio). RMSE: running posterior mean of the 17 non-root
 3-D points vs the truth, metres per coordinate, at the common final time per run; mean and s.e. over runs.
 
 {markdown_table(rows)}
 
-Per-run RMSE (m) at the common time (runs that stay in a poor local mode from their prior-draw start show as
-outliers, for either method):
+Per-run RMSE (m) at the common time (runs that stay in a poor local mode from their start show as outliers, for
+either method):
 
 {per_run}
 
@@ -112,7 +113,7 @@ RMSE ratios (constrained / HMC) at the common time: {', '.join(f'{r:.3f}' for r 
 Monocular (Fig 5b): constrained HMC, {mono.n_chains} chain(s) x {mono.n_draws} draws, acceptance
 {mono.acceptance_rate:.2f}, max constraint residual {mono.max_residual:.1e}; mean squared noise input per chain
 {', '.join(f'{v:.2f}' for v in experiment['monocular'].get('fit', []))} (about 1 in the main mode); the figure shows
-draws {experiment['monocular'].get('picks', np.array([])).tolist()} of chain {experiment['monocular'].get('chain', 0)}.
+(chain, draw) {', '.join(f'({c}, {d})' for c, d in experiment['monocular'].get('picks', []))}.
 
 Total time {experiment['seconds']:.0f} s (compilation included).
 
