@@ -36,6 +36,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", type=int, nargs="+", default=None, help="run only these scene indices")
     parser.add_argument("--candidates", type=int, default=ex.DEFAULTS["candidates"],
                         help="best of this many prior draws per run, shared by both methods (1: plain prior draws)")
     parser.add_argument("--noise-scale", type=float, default=NOISE_SCALE)
@@ -51,6 +52,8 @@ def main():
         print(f"{'scene':<9}{'time/run s':>11}{'chmc ms/it':>11}{'hmc ms/it':>10}{'RMSE chmc (m)':>18}"
               f"{'RMSE hmc (m)':>18}{'ratio':>7}")
         for i, scene in enumerate(scenes):
+            if args.only is not None and i not in args.only:
+                continue
             ex.run_scene(model, scene, runs=args.runs, warmup=args.warmup, samples=args.samples,
                          seed=args.seed + 100 * i, progress=False, candidates=args.candidates)
             s = ex.summary(model, scene)
