@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
         description=(
             "Draw scenes (pose from the learnt VAE prior over DeepMimic joint angles, log-normal bone lengths, "
             "camera position) from the prior with a fixed seed, observe the 18 skeleton points with two cameras "
-            "(noise --noise-scale), and infer the 3-D scene with constrained HMC and with BlackJAX HMC on the hierarchical "
-            "density of the non-noise inputs, several independent runs per method at equal wall-clock budget. "
+            "(noise --noise-scale), and infer the 3-D scene with constrained HMC and with BlackJAX HMC on the "
+            "hierarchical density of the non-noise inputs, several independent runs per method at equal wall-clock budget. "
             "Prints a table (time and iterations per run, acceptance, RMSE of the running posterior-mean 3-D "
             "positions in metres per coordinate at the common final time, its s.e., the constrained/HMC ratio) and "
             "writes fig5a_rmse.png (RMSE vs time, mean +- 3 s.e.), fig5b_monocular.png (true pose and three "
