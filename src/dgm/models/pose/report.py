@@ -98,7 +98,8 @@ Binocular: {st['scenes']} scenes drawn from the prior (seed {st['seed']}), obser
 {st.get('noise_scale', '?')}; per scene {st['runs']} independent runs (chains) per method from shared starts (each the
 best of {st.get('candidates', 1)} prior draws by the hierarchical density); constrained HMC {st['warmup']} warm-up +
 {st['samples']} draws per run; HMC the same wall-clock budget (measured per-iteration cost ratio). RMSE: running
-posterior mean of the 17 non-root 3-D points vs the truth, metres per coordinate, at the common final time per run; mean and s.e. over runs.
+posterior mean of the 17 non-root 3-D points vs the truth, metres per coordinate, at the common final time per run;
+mean and s.e. over runs.
 
 {markdown_table(rows)}
 
