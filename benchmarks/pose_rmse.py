@@ -16,9 +16,9 @@ Anchor (Graham's thesis, the same experiment at ~440 s per run): constrained HMC
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+from dgm.threads import configure_cpu_threads  # noqa: E402  (before NumPy/JAX; keeps the user's own flags)
+
+configure_cpu_threads()
 
 import argparse  # noqa: E402
 

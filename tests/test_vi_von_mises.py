@@ -129,7 +129,14 @@ def test_dz_dkappa_tails_and_continuity_at_switch():
     ref = np.array([[ref_dz_dkappa(float(TAIL_X[i, j]), float(TAIL_KAPPAS[j])) for j in range(5)] for i in range(9)])
     np.testing.assert_allclose(c_k[:, :5], ref, rtol=1e-7)
     np.testing.assert_allclose(f[:, 5], f[:, 6], rtol=0, atol=3e-13)
-    np.testing.assert_allclose(c_k[:, 5], c_k[:, 6], rtol=1e-9, atol=1e-15)
+    # dz/dkappa = -(dF/dkappa) / p(z).  Either branch gets dF/dkappa to ~1e-12 relative (the erfc expansion's
+    # accuracy, module docstring) plus a few ulp of F absolute (the Fourier branch sums F ~ 1 itself), so a jump
+    # across the switch is bounded by 1e-11 |dz/dkappa| + 1e-15 / p(z): in the far tail (6 standard deviations,
+    # p ~ 3e-7) the absolute part dominates and a *relative* 1e-9 bound asks for more than float64 can give there.
+    # (Measured: the dF/dkappa jump is <= 1e-14 everywhere, 2.4e-17 at 6 sd.)
+    pdf_at_switch = np.array([_pdf(float(x), float(KAPPA_SWITCH)) for x in TAIL_X[:, 6]])
+    bound = 1e-11 * np.abs(c_k[:, 6]) + 1e-15 / pdf_at_switch
+    assert np.all(np.abs(c_k[:, 5] - c_k[:, 6]) <= bound), (np.abs(c_k[:, 5] - c_k[:, 6]) / bound).max()
 
 
 def test_cdf_values_against_quadrature():
