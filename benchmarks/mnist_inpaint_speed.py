@@ -10,7 +10,6 @@ paid.
     python benchmarks/mnist_inpaint_speed.py [--quick] [--chains 2] [--warmup 150] [--samples 300]
 """
 
-import os
 
 from dgm.threads import configure_cpu_threads  # noqa: E402  (before NumPy/JAX; keeps the user's own flags)
 

@@ -10,7 +10,6 @@ at 3 s, 10 s and the end of the run. Single-threaded XLA/BLAS (set below).
     python benchmarks/pose_nuts.py [--scenes 0 1 2] [--runs 10] [--budget 2.0]
 """
 
-import os
 
 from dgm.threads import configure_cpu_threads  # noqa: E402  (before NumPy/JAX; keeps the user's own flags)
 
