@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _lotka_volterra_parser(sub):
-    from dgm.models.lotka_volterra_experiment import PRESETS, describe_preset
+    from dgm.experiments.lotka_volterra.experiment import PRESETS, describe_preset
 
     p = sub.add_parser(
         "lotka-volterra",
@@ -70,10 +70,10 @@ def _lotka_volterra_parser(sub):
 
 
 def _run_lotka_volterra(args) -> int:
-    from dgm.models.lotka_volterra_experiment import (
+    from dgm.experiments.lotka_volterra.experiment import (
         PRESETS, figures, parse_methods, run_experiment, table_rows, write_report,
     )
-    from dgm.models.lotka_volterra_experiment import PARAMETER_NAMES
+    from dgm.experiments.lotka_volterra.experiment import PARAMETER_NAMES
     from dgm.reports import text_table
 
     specs = parse_methods(args.methods)
@@ -144,8 +144,8 @@ def _mnist_inpaint_parser(sub):
 
 
 def _run_mnist_inpaint(args) -> int:
-    from dgm.models import mnist_inpaint as mi
-    from dgm.models.mnist_inpaint_report import figures, write_report
+    from dgm.experiments.mnist_inpaint import experiment as mi
+    from dgm.experiments.mnist_inpaint.report import figures, write_report
 
     if args.quick:
         args.digits, args.model_samples = min(args.digits, 1), min(args.model_samples, 1)
@@ -175,7 +175,7 @@ def _run_mnist_inpaint(args) -> int:
 
 
 def _vae_benchmark_parser(sub):
-    from dgm.vae.benchmark import DATASETS
+    from dgm.experiments.vae_benchmark.experiment import DATASETS
     from dgm.vae.registry import registered
 
     known = "; ".join(f"{example} ({pattern}): {text}" for pattern, example, text in registered())
@@ -216,8 +216,8 @@ def _vae_benchmark_parser(sub):
 
 def _run_vae_benchmark(args) -> int:
     from dgm.datasets import DatasetNotFoundError
-    from dgm.vae.benchmark import run_benchmark
-    from dgm.vae.benchmark_report import summary, text_table, write_outputs
+    from dgm.experiments.vae_benchmark.experiment import run_benchmark
+    from dgm.experiments.vae_benchmark.report import summary, text_table, write_outputs
 
     if args.quick:
         args.epochs, args.seeds = min(args.epochs, 1), min(args.seeds, 1)
@@ -247,7 +247,7 @@ def _run_vae_benchmark(args) -> int:
 
 
 def _hvae_gaussian_parser(sub):
-    from dgm.models.hvae_gaussian import DEFAULTS, DIMS, METHODS, QUICK
+    from dgm.experiments.hvae_gaussian.experiment import DEFAULTS, DIMS, METHODS, QUICK
 
     p = sub.add_parser(
         "hvae-gaussian",
@@ -277,7 +277,7 @@ def _hvae_gaussian_parser(sub):
 
 
 def _run_hvae_gaussian(args) -> int:
-    from dgm.models import hvae_gaussian as hg
+    from dgm.experiments.hvae_gaussian import experiment as hg
 
     try:
         dims = [int(d) for d in args.dims.split(",") if d.strip()]
@@ -300,7 +300,7 @@ def _run_hvae_gaussian(args) -> int:
 
 
 def _pose_parser(sub):
-    from dgm.models.pose.command import add_parser
+    from dgm.experiments.pose import add_parser
 
     add_parser(sub)
 

@@ -1,4 +1,4 @@
-r"""The registry of VAE training objectives compared by ``dgm vae-benchmark`` (:mod:`dgm.vae.benchmark`).
+r"""The registry of VAE training objectives compared by ``dgm vae-benchmark`` (:mod:`dgm.experiments.vae_benchmark`).
 
 Every row of the benchmark table is one *objective*: a lower bound on ``log p(x)`` that trains the shared VAE
 (same :class:`~dgm.vae.VAEConfig` encoder/decoder, epochs, optimiser and data for all rows), possibly together with
@@ -25,8 +25,8 @@ Registering a new method (e.g. from ``dgm/vae/mcvae.py``)::
 
     register_objective(r"lmcvae(?P<k>\d+)", _make_lmcvae, example="lmcvae5", help="Langevin MCVAE with K steps")
 
-and import that module from :mod:`dgm.vae.benchmark` (the one line ``import dgm.vae.mcvae  # registers ...``) so
-that ``dgm vae-benchmark --models vae,lmcvae5`` finds it; ``dgm vae-benchmark --help`` lists every registered
+and import that module from :mod:`dgm.experiments.vae_benchmark.experiment` (the one line
+``import dgm.vae.mcvae  # registers ...``) so that ``dgm vae-benchmark --models vae,lmcvae5`` finds it; ``dgm vae-benchmark --help`` lists every registered
 pattern with its help text.  Patterns must match the whole model name; a name matching two patterns is an error.
 
 Built in here: ``vae`` (ELBO, one draw; Kingma & Welling 2014) and ``iwaeK`` (the K-sample IWAE bound, Burda et al.

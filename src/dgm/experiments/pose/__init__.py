@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from dgm.models.pose.experiment import DEFAULTS, PAPER, QUICK
+    from dgm.experiments.pose.experiment import DEFAULTS, PAPER, QUICK
     from dgm.models.pose.model import NOISE_SCALE
 
     p = sub.add_parser(
@@ -63,8 +63,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     if args.train_prior:
         return _train_prior(args)
-    from dgm.models.pose import experiment as ex
-    from dgm.models.pose.report import figures, text_table, write_report
+    from dgm.experiments.pose import experiment as ex
+    from dgm.experiments.pose.report import figures, text_table, write_report
 
     if args.quick and args.paper:
         raise ValueError("choose one of --quick and --paper")
