@@ -70,8 +70,9 @@ def parse_models(text: str) -> list:
 def run_benchmark(models, *, dataset: str = "auto", epochs: int = 1, seeds: int = 1, latent_dim: int = 20,
                   hidden=(200, 200), batch_size: int = 100, learning_rate: float = 1e-3,
                   train_size: Optional[int] = None, valid_size: int = 1000, test_size: int = 1000,
-                  is_samples: int = 200, progress: bool = True, log=print) -> dict:
-    """Train every model in ``models`` for each seed ``0..seeds-1`` and estimate its test log-likelihood.
+                  is_samples: int = 200, progress: bool = True, first_seed: int = 0, log=print) -> dict:
+    """Train every model in ``models`` for each seed ``first_seed .. first_seed + seeds - 1`` and estimate its test
+    log-likelihood.
 
     Returns ``{"rows": [RowResult, ...], "settings": {...}, "image_shape": ..., "dataset": name}``.
     """
@@ -86,7 +87,7 @@ def run_benchmark(models, *, dataset: str = "auto", epochs: int = 1, seeds: int 
     log(f"[vae-benchmark] {name}: {train.shape[0]} train / {valid.shape[0]} valid / {test.shape[0]} test images, "
         f"{len(models)} models x {seeds} seeds, {epochs} epochs")
     rows = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for m, proto in zip(models, objectives):
             objective = make_objective(m, config, jax.random.fold_in(jax.random.key(seed), 1))
             vae, extra, tr, va, secs = train_objective(objective, config, train, valid, epochs=epochs,
@@ -100,7 +101,8 @@ def run_benchmark(models, *, dataset: str = "auto", epochs: int = 1, seeds: int 
             log(f"[vae-benchmark] {m} seed {seed}: test NLL {-np.mean(log_px):.2f} nats "
                 f"({is_samples} importance samples), valid bound {va[-1]:.2f}, {np.sum(secs):.1f} s training")
             sys.stdout.flush()
-    settings = dict(models=models, dataset=name, epochs=epochs, seeds=seeds, latent_dim=latent_dim,
+    settings = dict(models=models, dataset=name, epochs=epochs, seeds=seeds, first_seed=first_seed,
+                    latent_dim=latent_dim,
                     hidden=list(hidden), batch_size=batch_size, learning_rate=learning_rate,
                     train_size=int(train.shape[0]), valid_size=int(valid.shape[0]), test_size=int(test.shape[0]),
                     is_samples=is_samples, config=config.to_dict())
