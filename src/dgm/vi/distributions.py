@@ -51,7 +51,8 @@ from jax.scipy.special import betainc, betaln, gammainc, gammaln
 
 Array = jax.Array
 
-__all__ = ["Distribution", "Normal", "Gamma", "Beta", "Dirichlet", "gamma_rsample", "loggamma_rsample", "check_positive", "float_dtype"]
+__all__ = ["Distribution", "Normal", "Gamma", "Beta", "Dirichlet", "gamma_rsample", "loggamma_rsample",
+           "check_positive", "float_dtype"]
 
 
 def float_dtype(*args):

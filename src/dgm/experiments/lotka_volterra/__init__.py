@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--abc-samples", type=int,
                    help="draws kept per chain for the ABC MCMC methods (each after --abc-thin iterations)")
     p.add_argument("--abc-thin", type=int,
-                   help="iterations per kept draw for ABC slice / ABC-MCMC (they mix slowly; thinning keeps files small)")
+                   help="iterations per kept draw for ABC slice / ABC-MCMC (they mix slowly; thinning keeps files "
+                        "small)")
     p.add_argument("--abc-simulations", type=int, help="simulation budget of ABC rejection")
     p.add_argument(
         "--methods", default="chmc,abc-ss-100,abc-ss-10",

@@ -33,7 +33,7 @@ from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 from dgm.vae.objective_training import positive_int, train_objective
 from dgm.vae.objectives import log_likelihood
-from dgm.vae.registry import make_objective
+from dgm.vae.registry import check_model_name, make_objective
 
 __all__ = ["RowResult", "run_benchmark", "parse_models", "DATASETS"]
 
@@ -77,6 +77,8 @@ def run_benchmark(models, *, dataset: str = "auto", epochs: int = 1, seeds: int 
     Returns ``{"rows": [RowResult, ...], "settings": {...}, "image_shape": ..., "dataset": name}``.
     """
     models = parse_models(",".join(models) if not isinstance(models, str) else models)
+    for model in models:  # a typo is refused before the data are loaded
+        check_model_name(model)
     seeds, epochs, is_samples = positive_int("seeds", seeds), positive_int("epochs", epochs), positive_int("is_samples",
                                                                                                    is_samples)
     train, valid, test, image_shape, name = load_binarised(dataset, train_size=train_size, valid_size=valid_size,
