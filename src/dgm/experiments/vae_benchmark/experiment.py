@@ -26,8 +26,8 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-import dgm.vae.hvae  # noqa: F401  (registers hvaeK, hvaeK-t, hvaeK-free)
-import dgm.vae.mcmc_objectives  # noqa: F401  (registers metvae[K], lmcvaeK, amcvaeK)
+import dgm.vae.hvae  # noqa: F401  (registers hvaeK, hvaeK-t, hvaeK-free; dgm.vae imports it too)
+import dgm.vae.mcmc_objectives  # noqa: F401  (registers metvae[K], lmcvaeK, amcvaeK; dgm.vae imports it too)
 from dgm.datasets import BINARISED_DATASETS, load_binarised
 from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
