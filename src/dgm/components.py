@@ -1,4 +1,4 @@
-"""Which connected components of the manifold do the chains occupy? (issue 16, part 1)
+"""Which connected components of the manifold do the chains occupy?
 
 Constrained HMC moves continuously on ``M = {u : g(u) = x}``, so a chain never leaves the connected component it
 starts in; when ``M`` has several, pooled draws weigh the components by where the chains started, not by their
