@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,15 +45,22 @@ def test_block_collection_finds_indented_and_plain_blocks():
     assert python_blocks(text) == [(4, "a = 1\n"), (10, "b = a + 1\n")]
 
 
+@pytest.mark.slow  # about N s for all pages together on an idle 2-core CPU (most of it compiling): over the 60 s budget
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs_example__"}
     start = time.perf_counter()
-    for line, code in python_blocks(page.read_text()):
-        # pad with blank lines so that a traceback names the line in the Markdown page
-        exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for line, code in python_blocks(page.read_text()):
+            # pad with blank lines so that a traceback names the line in the Markdown page
+            exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
     elapsed = time.perf_counter() - start
+    # dgm warns when a result may be wrong (failed trajectories, stuck chains, no starting point): an example that
+    # triggers such a warning teaches the wrong thing, so a warning raised from the page or from dgm fails the test
+    ours = [w for w in caught if str(ROOT) in str(w.filename)]
+    assert not ours, "\n".join(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in ours)
     if elapsed > SLOW_PAGE_SECONDS:
         print(f"{page.relative_to(ROOT)}: {elapsed:.1f} s (budget {SLOW_PAGE_SECONDS:.0f} s on an idle 2-core CPU)")
