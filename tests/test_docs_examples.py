@@ -4,11 +4,12 @@ One test per page: the page's ```python blocks run top to bottom in one namespac
 earlier one defined, as a reader would), in a fresh temporary directory (files an example writes land there).
 A block that must not run is not Python: shell commands are ```bash / ```console, output is ```text.
 
-Written by hand (about 60 lines) rather than with a plugin: pytest's own doctest collects ``>>>`` sessions, not fenced
-blocks; the plugins that execute fenced Markdown blocks (pytest-markdown-docs, pytest-codeblocks, phmdoctest) are
-small single-maintainer projects that would add a dependency for what a regular expression and ``exec`` do here, and
-none of them runs a page's blocks in a temporary working directory. A failing block is reported with its page and line
-(the code is compiled with its line numbers in the page), so the traceback points into the Markdown file.
+Written by hand rather than with a plugin: pytest's own doctest collects ``>>>`` sessions, not fenced blocks, and the
+plugins that execute fenced Markdown blocks (pytest-markdown-docs, pytest-codeblocks, phmdoctest) are small projects
+that would add a dependency for what a regular expression and ``exec`` do here; by hand, the test also runs each page
+in a temporary directory and fails on the warnings dgm raises when a result may be wrong. A failing block is reported
+with its page and line (the code is compiled with its line numbers in the page), so the traceback points into the
+Markdown file.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def test_block_collection_finds_indented_and_plain_blocks():
     assert python_blocks(text) == [(4, "a = 1\n"), (10, "b = a + 1\n")]
 
 
-@pytest.mark.slow  # about N s for all pages together on an idle 2-core CPU (most of it compiling): over the 60 s budget
+# All pages together: 17 minutes sequentially on the 2 shared cores at load average ~15 (each page 0.2-200 s, most of
+# it compiling); several times faster on an idle machine, but well over the 60 s budget of an unmarked test.
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_examples_run(page, tmp_path, monkeypatch):
