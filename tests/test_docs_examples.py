@@ -46,8 +46,9 @@ def test_block_collection_finds_indented_and_plain_blocks():
     assert python_blocks(text) == [(4, "a = 1\n"), (10, "b = a + 1\n")]
 
 
-# All pages together: about 14 minutes sequentially on the 2 shared cores at load average 15-27 (each page 0.2-200 s, most of
-# it compiling); several times faster on an idle machine, but well over the 60 s budget of an unmarked test.
+# All pages together: about 14 minutes sequentially on the 2 shared cores at load average 15-27 (each page
+# 0.2-200 s, most of it compiling); several times faster on an idle machine, but well over the 60 s budget of an
+# unmarked test.
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())],
                          ids=lambda p: str(p.relative_to(ROOT)))
