@@ -375,9 +375,9 @@ def sample(
 
     Warns:
       RuntimeWarning: when more than ``FAILURE_WARNING_RATE`` of the warm-up or of the sampling iterations failed
-      numerically (with the counts by reason).
+        numerically (with the counts by reason).
       RuntimeWarning: when the draws lie on several disconnected components of the manifold and no chain moved
-      between them (see ``detect_components``).
+        between them (see ``detect_components``).
     """
     for name, value, minimum in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1), ("n_warmup", n_warmup, 0),
                                  ("thin", thin, 1), ("chunk_size", chunk_size, 1)):
