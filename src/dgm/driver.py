@@ -128,6 +128,7 @@ def _chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size:
                 (states, jnp.zeros((n_chains, failure_codes.size), jnp.int32), no_info),
             )
             acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
+            acceptance = jnp.round(acceptance * 2.0 ** 20) / 2.0 ** 20
             da_state = jax.lax.cond(adapt & active, lambda d: jax.vmap(da_update)(d, acceptance), lambda d: d, da_state)
             if mm_state is not None:  # windowed adaptation of a diagonal metric
                 reexpress = _over_chains(method.set_inverse_mass, chain_method)
