@@ -131,7 +131,7 @@ def sample(
       between them (see ``detect_components``).
     """
     n_chains, n_warmup, n_samples, thin, chunk_size = engine.check_run_lengths(
-        n_chains=n_chains, n_samples=n_samples, n_warmup=n_warmup, thin=thin, chunk_size=chunk_size)
+        n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin, chunk_size=chunk_size)
     chain_method = engine.resolve_chain_method(chain_method)
     if chain_method == "sharded":
         mesh = chain_mesh() if mesh is None else mesh

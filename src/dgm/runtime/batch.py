@@ -115,7 +115,7 @@ def sample_many(
     observation on the host (``model.init`` or Gauss-Newton, as ``dgm.sample``), everything after in one program.
     """
     n_chains, n_warmup, n_samples, thin, chunk_size = engine.check_run_lengths(
-        n_chains=n_chains, n_samples=n_samples, n_warmup=n_warmup, thin=thin, chunk_size=chunk_size)
+        n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin, chunk_size=chunk_size)
     if mesh is not None and not sharded:
         raise ValueError("mesh is only used with sharded=True")
     chain_method = engine.resolve_chain_method(chain_method, allowed=("vectorized", "sequential"))

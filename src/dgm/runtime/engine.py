@@ -131,7 +131,7 @@ def plan(model: GenerativeModel, x_obs, method: str, *, n_chains, n_warmup, n_sa
     """The :class:`Plan` of a run conditioned on ``x_obs`` (a checked observation; for a batch, its first one).
     Call inside :func:`dgm.precision.float64`. Raises ``ValueError`` naming a bad option."""
     n_chains, n_warmup, n_samples, thin, chunk_size = check_run_lengths(
-        n_chains=n_chains, n_samples=n_samples, n_warmup=n_warmup, thin=thin, chunk_size=chunk_size)
+        n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin, chunk_size=chunk_size)
     common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
     given = frozenset(k for k, v in common.items() if v != SAMPLER_DEFAULTS[k])  # set by the user: must apply
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
