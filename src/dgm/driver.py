@@ -143,10 +143,10 @@ def sample(
     t_setup = time.perf_counter()
     with float64():
         x = jnp.asarray(model.validate_observation(x_obs, manifold=False))
-        run = engine.plan(model, x, method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                          chunk_size=chunk_size, chain_method=chain_method,
-                          step_size=step_size, n_steps=n_steps, n_inner=n_inner, tol=tol, max_newton=max_newton,
-                          adapt_step_size=adapt_step_size, options=options)
+        run = engine.plan(model, x, method=method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples,
+                          thin=thin, chunk_size=chunk_size, chain_method=chain_method, step_size=step_size,
+                          n_steps=n_steps, n_inner=n_inner, tol=tol, max_newton=max_newton,
+                          adapt_step_size=adapt_step_size, **options)
         key_init, key_warmup, key_sample = engine.phase_keys(seed)
         stored = checkpointing.open_run(
             checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every, chunk_size=run.chunk_size,

@@ -69,32 +69,22 @@ def sample_many(
     model: GenerativeModel,
     x_obs_batch,
     *,
-    method: str = "chmc",
-    n_chains: int = 4,
-    n_warmup: int = 500,
-    n_samples: int = 500,
     seed=0,
     indices=None,
-    step_size=None,
-    n_steps=(4, 8),
-    n_inner: int = 1,
-    tol: float = 1e-8,
-    max_newton: int = 50,
-    progress: bool = True,
-    adapt_step_size=None,
-    thin: int = 1,
-    chunk_size: int = 100,
     chain_method: str = "auto",
     sharded: bool = False,
     mesh=None,
+    progress: bool = True,
     compilation_cache: bool = True,
     detect_components="auto",
-    **options,
+    **settings,
 ) -> list[Result]:
     """Sample the inputs of ``model`` conditioned on each row of ``x_obs_batch`` (``(n_obs, output_dim)``).
 
-    The arguments are those of :func:`dgm.sample` (same meaning, same defaults, the same method options), applied to
-    every observation, plus:
+    ``**settings`` are :func:`dgm.sample`'s run and method options (``method``, ``n_chains``, ``n_warmup``,
+    ``n_samples``, ``step_size``, ``n_steps``, ``n_inner``, ``tol``, ``max_newton``, ``adapt_step_size``, ``thin``,
+    ``chunk_size`` and the method's own: same meaning, same defaults, checked by the same engine), applied to every
+    observation; and:
 
       seed: an integer (or PRNG key); observation ``indices[i]`` uses ``fold_in(PRNGKey(seed), indices[i])``.
       indices: ``n_obs`` distinct non-negative integers naming the observations for their keys (default
@@ -114,8 +104,6 @@ def sample_many(
     ``settings`` records ``observation_index`` and the observation's key as ``seed``). Starting points are found per
     observation on the host (``model.init`` or Gauss-Newton, as ``dgm.sample``), everything after in one program.
     """
-    n_chains, n_warmup, n_samples, thin, chunk_size = engine.check_run_lengths(
-        n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin, chunk_size=chunk_size)
     if mesh is not None and not sharded:
         raise ValueError("mesh is only used with sharded=True")
     chain_method = engine.resolve_chain_method(chain_method, allowed=("vectorized", "sequential"))
@@ -130,10 +118,7 @@ def sample_many(
                 or len(np.unique(indices)) != n_obs):
             raise ValueError(f"indices must be {n_obs} distinct non-negative integers (one per observation), got "
                              f"{indices.tolist() if indices.size < 20 else indices.shape}")
-        run = engine.plan(model, xs[0], method, n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
-                          chunk_size=chunk_size, chain_method=chain_method, step_size=step_size, n_steps=n_steps,
-                          n_inner=n_inner, tol=tol, max_newton=max_newton, adapt_step_size=adapt_step_size,
-                          options=options)
+        run = engine.plan(model, xs[0], chain_method=chain_method, **settings)
         mesh = (chain_mesh() if mesh is None else mesh) if sharded else None
         n_devices = 1 if mesh is None else int(mesh.devices.size)
         n_run = -(-n_obs // n_devices) * n_devices  # padded with copies of the last observation (dropped)
@@ -176,7 +161,7 @@ def sample_many(
             results.append(engine.conclude(run, result, xs[i], detect_components, progress=False))
     if progress:
         acceptance = np.mean([r.acceptance_rate for r in results])
-        print(f"{run.algorithm.name}: {n_obs} observations x {n_chains} chains x {n_samples} draws in "
+        print(f"{run.algorithm.name}: {n_obs} observations x {run.n_chains} chains x {run.n_samples} draws in "
               f"{outcome.wall_time:.2f} s ({n_obs / outcome.wall_time:.2f} observations/s; +{setup_time:.2f} s set-up, "
               f"{compile_time:.2f} s compile); mean acceptance {acceptance:.3f}", file=sys.stderr)
     return results

@@ -126,12 +126,17 @@ def resolve_chain_method(chain_method: str, allowed=CHAIN_METHODS) -> str:
     return chain_method
 
 
-def plan(model: GenerativeModel, x_obs, method: str, *, n_chains, n_warmup, n_samples, thin, chunk_size,
-         chain_method, step_size, n_steps, n_inner, tol, max_newton, adapt_step_size, options: dict) -> Plan:
+def plan(model: GenerativeModel, x_obs, *, method: str = "chmc", n_chains: int = 4, n_warmup: int = 500,
+         n_samples: int = 500, thin: int = 1, chunk_size: int = 100, chain_method: str = "auto", step_size=None,
+         n_steps=(4, 8), n_inner: int = 1, tol: float = 1e-8, max_newton: int = 50, adapt_step_size=None,
+         **options) -> Plan:
     """The :class:`Plan` of a run conditioned on ``x_obs`` (a checked observation; for a batch, its first one).
+
+    The keywords and their defaults are :func:`dgm.sample`'s (documented there); ``**options`` are the method's.
     Call inside :func:`dgm.precision.float64`. Raises ``ValueError`` naming a bad option."""
     n_chains, n_warmup, n_samples, thin, chunk_size = check_run_lengths(
         n_chains=n_chains, n_warmup=n_warmup, n_samples=n_samples, thin=thin, chunk_size=chunk_size)
+    chain_method = resolve_chain_method(chain_method)
     common = check_sampler_options(step_size, n_steps, n_inner, tol, max_newton)
     given = frozenset(k for k, v in common.items() if v != SAMPLER_DEFAULTS[k])  # set by the user: must apply
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
