@@ -157,29 +157,16 @@ def sample(
                 initial_positions=initial_positions))
         if stored is not None and stored.finished:
             return stored.result()
-        resumed = stored is not None and stored.resumed
-        positions = (np.zeros((run.n_chains, model.input_dim)) if resumed  # the states come from the checkpoint
+        positions = (np.zeros((run.n_chains, model.input_dim)) if stored is not None and stored.resumed
                      else engine.starting_points(run, run.algorithm, key_init, x, initial_positions))
         start = engine.adaptation_start(run)
         setup_time = time.perf_counter() - t_setup
         programs = engine.compile_programs(run, x, start, mesh)
         bar = engine.Progress(run.n_warmup + run.n_samples, f"{run.algorithm.name} ({run.n_chains} chains)", progress)
         try:
-            if resumed:
-                like = jax.eval_shape(lambda p, xo: jax.vmap(run.method_at(xo).init)(p), positions, x)
-                states, da_state, mm_state, step_sizes = stored.restore(
-                    (like, start.da_state, start.mm_state, start.step_sizes))
-                start = engine.Adaptation(step_sizes, da_state, mm_state, start.schedule)
-            else:
-                states = programs.init(jnp.asarray(positions), x)
-            compile_time = programs.compile_time
-            if run.how == "find-reasonable-step-size" and not resumed:
-                heuristic, keys, seconds = engine.heuristic_program(run, key_warmup, states, start.step_sizes, x,
-                                                                    False, run.chain_method != "sharded")
-                start, compile_time = start._replace(step_sizes=heuristic(keys, states, start.step_sizes, x)), \
-                    compile_time + seconds
-            if stored is not None:
-                stored.begin()
+            states, start, compile_time = engine.start_chains(run, programs, positions, x, start, key_warmup,
+                                                              compile_ahead=chain_method != "sharded",
+                                                              checkpoint=stored)
             outcome = engine.execute(run, programs.chunk, states, start, key_warmup, key_sample, x, bar, stored)
         finally:
             bar.close()

@@ -136,13 +136,9 @@ def sample_many(
         bar = engine.Progress(run.n_warmup + run.n_samples,
                               f"{run.algorithm.name} ({n_obs} observations x {run.n_chains} chains)", progress)
         try:
-            states = programs.init(jnp.asarray(positions), x_run)
-            compile_time = programs.compile_time
-            if run.how == "find-reasonable-step-size":
-                heuristic, heuristic_keys, seconds = engine.heuristic_program(
-                    run, jnp.asarray(key_warmup), states, start.step_sizes, x_run, True, mesh is None)
-                start = start._replace(step_sizes=heuristic(heuristic_keys, states, start.step_sizes, x_run))
-                compile_time += seconds
+            states, start, compile_time = engine.start_chains(run, programs, positions, x_run, start,
+                                                              jnp.asarray(key_warmup), batched=True,
+                                                              compile_ahead=mesh is None)
             outcome = engine.execute(run, programs.chunk, states, start, jnp.asarray(key_warmup),
                                      jnp.asarray(key_sample), x_run, bar)
         finally:

@@ -513,6 +513,28 @@ def heuristic_program(run: Plan, key_warmup, states, step_sizes, x, batched: boo
     return program, keys, time.perf_counter() - t0
 
 
+def start_chains(run: Plan, programs: Programs, positions, x, start: Adaptation, key_warmup, *, batched=False,
+                 compile_ahead=True, checkpoint=None):
+    """``(states, adaptation, compile_time)`` the run starts from: restored from a resumed ``checkpoint`` (bit for
+    bit), or the states at ``positions`` with, when the plan says so, the ``find-reasonable-step-size`` heuristic's
+    step sizes (its compilation added to the programs')."""
+    compile_time = programs.compile_time
+    if checkpoint is not None and checkpoint.resumed:
+        init = (jax.vmap(lambda p, xo: jax.vmap(run.method_at(xo).init)(p)) if batched
+                else lambda p, xo: jax.vmap(run.method_at(xo).init)(p))
+        like = jax.eval_shape(init, positions, x)
+        states, da_state, mm_state, step_sizes = checkpoint.restore(
+            (like, start.da_state, start.mm_state, start.step_sizes))
+        return states, Adaptation(step_sizes, da_state, mm_state, start.schedule), compile_time
+    states = programs.init(jnp.asarray(positions), x)
+    if run.how == "find-reasonable-step-size":
+        heuristic, keys, seconds = heuristic_program(run, key_warmup, states, start.step_sizes, x, batched,
+                                                     compile_ahead)
+        start = start._replace(step_sizes=heuristic(keys, states, start.step_sizes, x))
+        compile_time += seconds
+    return states, start, compile_time
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. the host loop
 # ---------------------------------------------------------------------------------------------------------------------
@@ -592,6 +614,8 @@ def execute(run: Plan, chunk, states, adaptation: Adaptation, key_warmup, key_sa
     from dgm.runtime.sharding import to_host
 
     t0 = time.perf_counter()
+    if checkpoint is not None:
+        checkpoint.begin()
     step_sizes, da_state, mm_state, schedule = adaptation
     warmup, states, da_state, mm_state = run_phase(chunk, states, da_state, step_sizes, key_warmup, x, run.adapt,
                                                    run.n_warmup, 1, run.chunk_size, bar, mm_state, schedule,
