@@ -32,8 +32,8 @@ remainder loops round transcendental functions differently in the last bit (meas
 acceptance probability). With a fixed step size such differences stay at rounding level; dual averaging, however,
 feeds every acceptance probability back into the step size, and the trajectories, chaotic, amplify the difference
 to order 1 within 50 warm-up iterations (the sharded step sizes of issue 21). Dual averaging therefore sees each
-acceptance probability rounded to a multiple of :data:`ACCEPTANCE_RESOLUTION` (``2**-20``, far below the Monte
-Carlo noise of the adaptation): the adapted step sizes are bit-identical on every layout (a rounding difference
+acceptance probability rounded to a multiple of ``2**-20`` (:func:`dgm.adaptation.acceptance_on_grid`, far below
+the Monte Carlo noise of the adaptation): the adapted step sizes are bit-identical on every layout (a rounding difference
 would have to straddle one of the ``2**20`` grid points), and the draws agree to rounding (1e-14 measured).
 """
 
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reasonable_step_size
 
-from dgm.adaptation import initial_metric_state, metric_window_step, warmup_schedule
+from dgm.adaptation import acceptance_on_grid, initial_metric_state, metric_window_step, warmup_schedule
 from dgm.components import components_after_sampling, warn_if_stuck
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
@@ -59,9 +59,6 @@ from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_
 from dgm.model import GenerativeModel
 from dgm.result import Result, schema_stats
 from dgm.symmetry import check_symmetries
-
-ACCEPTANCE_RESOLUTION = 2.0 ** -20
-"""Dual averaging sees acceptance probabilities rounded to multiples of this (see the module docstring)."""
 
 FAILURE_WARNING_RATE = 0.2
 """A warning is issued when more than this fraction of the warm-up or sampling iterations failed numerically."""
@@ -326,7 +323,7 @@ def chunk_program(method_at, model: GenerativeModel, n_chains: int, chunk_size: 
             )
             acceptance = jnp.nan_to_num(jax.vmap(method.acceptance)(infos), nan=0.0)
             # rounded to a grid, so that the layout's last-bit rounding cannot steer the step size (module docstring)
-            acceptance = jnp.round(acceptance / ACCEPTANCE_RESOLUTION) * ACCEPTANCE_RESOLUTION
+            acceptance = acceptance_on_grid(acceptance)
             da_state = jax.lax.cond(adapt & active, lambda d: jax.vmap(da_update)(d, acceptance), lambda d: d, da_state)
             if mm_state is not None:  # windowed adaptation of a diagonal metric
                 reexpress = over_chains(method.set_inverse_mass, chain_method)
