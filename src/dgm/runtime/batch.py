@@ -2,12 +2,12 @@
 
 The engine's chunk program (:func:`dgm.runtime.engine.chunk_program`: a ``lax.scan`` over iterations, chains
 ``vmap``ped, step size adapted by dual averaging per chain) takes the observation as an argument; here it is
-``vmap``ped once more, over a leading observation axis, so ``n_obs x n_chains`` chains advance together in one program that compiles
-once per shape (and is cached across calls); or, with ``chain_method="sequential"`` (CPU default), ``lax.map``
-runs the observations one after another inside that one program. With ``sharded=True`` the observation axis is
-split over a 1-D device mesh (:func:`dgm.runtime.sharding.sharded_program`; across hosts after
-:func:`dgm.runtime.distributed.initialize`), padding the batch to a multiple of the mesh size with copies of the last
-observation (their draws are dropped).
+``vmap``ped once more, over a leading observation axis, so ``n_obs x n_chains`` chains advance together in one
+program that compiles once per shape (and is cached across calls); or, with ``chain_method="sequential"`` (CPU
+default), ``lax.map`` runs the observations one after another inside that one program. With ``sharded=True`` the
+observation axis is split over a 1-D device mesh (:func:`dgm.runtime.sharding.sharded_program`; across hosts after
+:func:`dgm.runtime.distributed.initialize`), padding the batch to a multiple of the mesh size with copies of the
+last observation (their draws are dropped).
 
 **Keys.** Observation ``i`` (its *index*: ``indices[i]``, default ``i``) is sampled from the root key
 ``k_i = fold_in(PRNGKey(seed), index)`` exactly as ``dgm.sample`` samples from its seed (``split(k_i, 3)`` into

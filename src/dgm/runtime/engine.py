@@ -30,11 +30,12 @@ counts as acceptance 0 for adaptation (so failures shrink the step) and is recor
 four devices' ``vmap`` of 4, a ``lax.map`` of one) are compiled differently: on CPU, XLA's SIMD lanes and scalar
 remainder loops round transcendental functions differently in the last bit (measured: 1e-13 in a transition's
 acceptance probability). With a fixed step size such differences stay at rounding level; dual averaging, however,
-feeds every acceptance probability back into the step size, and the trajectories, chaotic, amplify the difference
-to order 1 within 50 warm-up iterations (the sharded step sizes of issue 21). Dual averaging therefore sees each
-acceptance probability rounded to a multiple of ``2**-20`` (:func:`dgm.adaptation.acceptance_on_grid`, far below
-the Monte Carlo noise of the adaptation): the adapted step sizes are bit-identical on every layout (a rounding difference
-would have to straddle one of the ``2**20`` grid points), and the draws agree to rounding (1e-14 measured).
+feeds every acceptance probability back into the step size, and the trajectories, chaotic, amplify the difference to
+order 1 within 50 warm-up iterations (the sharded step sizes of issue 21). Dual averaging therefore sees each
+acceptance probability rounded to a multiple of ``2**-20`` (:func:`dgm.adaptation.acceptance_on_grid`, far below the
+Monte Carlo noise of the adaptation): the adapted step sizes are bit-identical on every layout (a rounding
+difference would have to straddle one of the ``2**20`` grid points), and the draws agree to rounding (1e-14
+measured).
 """
 
 from __future__ import annotations
@@ -715,7 +716,8 @@ def report(result: Result, progress: bool) -> None:
         print(
             f"{result.method}: {result.n_chains} chains x {result.n_draws} draws in {result.wall_time:.2f} s "
             f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance "
-            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
+            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; "
+            f"max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )
         extra = result.symmetry_summary_line()

@@ -1,11 +1,13 @@
 """Chains (or observations) laid out over a 1-D device mesh with ``jax.sharding``; the same code on one host or many.
 
 ``dgm.sample(..., chain_method="sharded")`` runs the engine's compiled chunk program
-(:func:`dgm.runtime.engine.chunk_program`, passed in as an argument: nothing here imports the engine) under ``jax.shard_map`` over a one-axis :class:`jax.sharding.Mesh`: every per-chain array (states, dual-averaging
-state, metric state, step sizes) has its leading chain axis split over the devices (``NamedSharding(mesh, P(axis))``),
-the observation, keys and flags are replicated, and each device ``vmap``s its own ``n_chains / n_devices`` chains.
-Nothing is communicated between devices inside the program (chains are independent); the recorded draws are
-brought to the host after each chunk (:func:`to_host`: an all-gather across processes when the mesh spans hosts).
+(:func:`dgm.runtime.engine.chunk_program`, passed in as an argument: nothing here imports the engine) under
+``jax.shard_map`` over a one-axis :class:`jax.sharding.Mesh`: every per-chain array (states, dual-averaging state,
+metric state, step sizes) has its leading chain axis split over the devices (``NamedSharding(mesh, P(axis))``), the
+observation, keys and flags are replicated, and each device ``vmap``s its own ``n_chains / n_devices`` chains.
+Nothing is communicated between devices inside the program (chains are independent); the recorded draws are brought
+to the host after each chunk (:func:`to_host`: an all-gather across processes when the mesh spans hosts).
+
 
 **Same draws on any layout.** The single-device program gives chain ``c`` the transition key
 ``random.split(key, n_chains)[c]``; the sharded one computes the same global split on every device and takes its
