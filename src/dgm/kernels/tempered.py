@@ -76,7 +76,6 @@ import numpy as np
 
 from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
 
-from dgm.adaptation import acceptance_on_grid
 from dgm.geometry.base import ManifoldPoint
 from dgm.geometry.lifted import lift, lifted_geometry, lifted_log_density
 from dgm.geometry.normal_map import invert_normal_map, log_abs_det_normal_map, normal_map
@@ -211,8 +210,7 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
         steps = jnp.concatenate([jnp.reshape(step_size, (1,)).astype(noisy_steps.dtype), noisy_steps])
         points, infos = over_levels(level_step)(jax.random.split(key_levels, n_pairs + 1), state.points, sigmas,
                                                 steps)
-        level_steps = jax.lax.cond(adapting, lambda d: jax.vmap(da_update)(d, acceptance_on_grid(
-                                       infos.acceptance_rate[1:])),
+        level_steps = jax.lax.cond(adapting, lambda d: jax.vmap(da_update)(d, infos.acceptance_rate[1:]),
                                    lambda d: d, state.level_steps)
         z = points.position
         u_levels = z[:, :n]
