@@ -44,7 +44,7 @@ from jax import lax  # noqa: E402
 
 from dgm.vae import VAE, VAEConfig  # noqa: E402
 from dgm.vae.objectives import elbo  # noqa: E402
-from dgm.vae.train import _Bar, adam_steps  # noqa: E402
+from dgm.vae.train import TrainingBar, adam_steps  # noqa: E402
 
 
 def layer_shapes(config: VAEConfig):
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             return -jnp.mean(elbo(eqx.combine(p, static), xb, key, 1))
 
         steps = adam_steps(loss, optimiser, args.train_size, batch, jax.random.key(2), jax.random.key(3),
-                           _Bar(0, "", False), binarise_key=jax.random.key(4))
+                           TrainingBar(0, "", False), binarise_key=jax.random.key(4))
         epoch = jax.jit(lambda p, s, x: steps(p, s, x, 0, 0, n_steps, jnp.zeros((), jnp.float32)))
 
         one_step = jax.jit(lambda p, s, x: steps(p, s, x, 0, 0, 1, jnp.zeros((), jnp.float32)))

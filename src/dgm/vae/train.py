@@ -30,7 +30,8 @@ from dgm.vae.networks import VAE
 from dgm.pytree_checkpoint import check_settings, load_state, save_state
 from dgm.vae.objectives import check_data, objective_fn
 
-__all__ = ["TrainHistory", "train", "train_bound", "evaluate", "validation_key", "adam_steps", "adam_epoch"]
+__all__ = ["TrainHistory", "TrainingBar", "train", "train_bound", "evaluate", "validation_key", "adam_steps",
+           "adam_epoch"]
 
 
 class TrainHistory(NamedTuple):
@@ -55,7 +56,7 @@ class TrainHistory(NamedTuple):
     budget_clock: str = "cpu"
 
 
-class _Bar:
+class TrainingBar:
     """A tqdm bar over training steps, fed from inside the compiled epoch by ``jax.debug.callback``."""
 
     def __init__(self, total: int, description: str, enabled: bool):
@@ -226,7 +227,7 @@ def train_bound(bound, model, train_x, valid_x=None, *, epochs: int = 50, batch_
     optimiser = optax.adam(learning_rate)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimiser.init(params)
-    bar = _Bar(epochs * n_steps, description, progress)
+    bar = TrainingBar(epochs * n_steps, description, progress)
 
     def loss(params, xb, key):
         return -jnp.mean(bound(eqx.combine(params, static), xb, key))
@@ -337,7 +338,8 @@ def _bound_batch_sum(bound, model, x, key):
     return jnp.sum(bound(model, x, key))
 
 
-def adam_steps(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "_Bar", *, binarise_key=None):
+def adam_steps(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "TrainingBar", *,
+               binarise_key=None):
     """``run_steps(params, opt_state, xs, epoch, first, length, total) -> (params, opt_state, total)``: optimiser
     steps ``first .. first + length - 1`` of epoch ``epoch`` in one ``lax.scan`` (``length`` static), adding each
     step's loss to ``total``. Step ``i`` takes the rows ``perm[i b : (i + 1) b]`` of the device-resident ``xs``,
@@ -372,10 +374,11 @@ def adam_steps(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, 
     return run_steps
 
 
-def adam_epoch(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "_Bar", *, binarise_key=None):
+def adam_epoch(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "TrainingBar", *,
+               binarise_key=None):
     """The compiled training epoch: ``run_epoch(params, opt_state, xs, epoch) -> (params, opt_state, mean objective)``,
-    all ``floor(n / batch_size)`` steps of :func:`adam_steps` in one ``lax.scan``. Shared by :func:`train_bound`'s
-    callers and the benchmarks."""
+    all ``floor(n / batch_size)`` steps of :func:`adam_steps` in one ``lax.scan``. Shared by the benchmarks and
+    :func:`dgm.vae.objective_training.build_epoch`."""
     n_steps = n // batch_size
     run_steps = adam_steps(loss, optimiser, n, batch_size, shuffle_key, step_key, bar, binarise_key=binarise_key)
 
