@@ -23,9 +23,11 @@ BINARISED_DATASETS = ("auto", "mnist", "mnist_5k", "digits")
 
 
 def load_binarised(dataset: str = "auto", *, train_size: Optional[int] = None, valid_size: Optional[int] = 1000,
-                   test_size: Optional[int] = 1000, log=print):
+                   test_size: Optional[int] = 1000, log=print, train_intensities: bool = False):
     """``(train, valid, test, image_shape, name)``: float32 0/1 rows (module docstring), each split cut to its first
-    ``*_size`` rows (``None``: all).  ``log`` receives one line per data set skipped by ``dataset="auto"``."""
+    ``*_size`` rows (``None``: all).  ``log`` receives one line per data set skipped by ``dataset="auto"``.
+    ``train_intensities``: the training split as its float32 intensities in ``[0, 1]`` instead (for dynamic
+    binarisation, a fresh draw per minibatch); the other splits' bits are the same either way."""
     if dataset not in BINARISED_DATASETS:
         raise ValueError(f"dataset must be one of {BINARISED_DATASETS}, got {dataset!r}")
     if dataset == "auto":
@@ -46,6 +48,8 @@ def load_binarised(dataset: str = "auto", *, train_size: Optional[int] = None, v
     splits = []
     for split, size in ((data.train, train_size), (data.valid, valid_size), (data.test, test_size)):
         bits = (rng.uniform(size=split.shape) < split).astype(np.float32)
+        if train_intensities and not splits:
+            bits = np.asarray(split, np.float32)
         if size is not None:
             if isinstance(size, bool) or int(size) < 1:
                 raise ValueError(f"split sizes must be positive integers, got {size!r}")

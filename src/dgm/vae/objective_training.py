@@ -2,14 +2,13 @@ r"""Training any registered objective (:mod:`dgm.vae.registry`) like for like, a
 
 Every objective trains the *same* VAE (one :class:`~dgm.vae.VAEConfig`, initialised from ``seed`` whatever the
 objective) together with the objective's extra parameters, with Adam (``learning_rate``) on ``-mean bound`` over
-shuffled minibatches for a fixed number of epochs (no early stopping: every objective gets the same budget).  The
-validation bound is the average per-example bound over the validation set with a fixed key, so epochs and
-objectives compare like for like.  Used by the ``dgm vae-benchmark`` experiment and the VAE benchmarks scripts.
+shuffled minibatches for a fixed number of epochs or a fixed time budget (:func:`train_objective`; every objective
+gets the same budget).  The validation bound is the average per-example bound over the validation set with a fixed
+key, so epochs and objectives compare like for like.  Used by the ``dgm vae-benchmark`` experiment and the VAE benchmarks scripts.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import equinox as eqx
@@ -22,7 +21,7 @@ from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 from dgm.vae.objectives import check_data
 from dgm.vae.registry import Objective
-from dgm.vae.train import TrainingBar, adam_epoch
+from dgm.vae.train import TrainingBar, adam_epoch, train_bound
 
 __all__ = ["build_epoch", "train_objective", "evaluate_bound", "positive_int"]
 
@@ -76,33 +75,29 @@ def build_epoch(objective: Objective, config: VAEConfig, n: int, *, batch_size: 
 
 
 def train_objective(objective: Objective, config: VAEConfig, train_x, valid_x, *, epochs: int, batch_size: int = 100,
-                    learning_rate: float = 1e-3, seed: int = 0, progress: bool = True):
+                    learning_rate: float = 1e-3, seed: int = 0, progress: bool = True, binarise: bool = False,
+                    budget_seconds: Optional[float] = None, budget_clock: str = "cpu", patience: Optional[int] = None,
+                    steps_per_call: Optional[int] = None, checkpoint=None, settings: Optional[dict] = None):
     """Train a VAE (initialised from ``seed``; the same for every objective) and the objective's extra parameters
-    jointly with Adam on ``-mean bound`` over shuffled minibatches for ``epochs`` epochs (no early stopping: every
-    objective gets the same budget).  Returns ``(vae, extra, train_bound, valid_bound, epoch_seconds)``."""
+    jointly with Adam on ``-mean bound`` over shuffled minibatches (:func:`dgm.vae.train.train_bound`) for ``epochs``
+    epochs or until ``budget_seconds`` of optimiser steps are spent (the like-for-like budget of a comparison),
+    keeping the parameters of the best validation epoch; ``patience``: stop after that many epochs without
+    validation improvement (``None``: never).  ``binarise``: ``train_x`` holds intensities, every minibatch is a
+    fresh Bernoulli draw.  ``checkpoint``: a file to resume from / write after every epoch, ``settings`` what it must
+    match.  Returns ``(vae, extra, history)`` (:class:`dgm.vae.train.TrainHistory`)."""
     epochs = positive_int("epochs", epochs)
-    xs = jnp.asarray(check_data(train_x, config.data_dim, "train_x", config.likelihood))
-    xv = jnp.asarray(check_data(valid_x, config.data_dim, "valid_x", config.likelihood))
-    n_steps = xs.shape[0] // min(positive_int("batch_size", batch_size), xs.shape[0])
-    bar = TrainingBar(epochs * n_steps, f"{objective.name} (seed {seed})", progress)
-    run_epoch, params, opt_state, static = build_epoch(objective, config, xs.shape[0], batch_size=batch_size,
-                                                       learning_rate=learning_rate, seed=seed, bar=bar)
-    train_hist, valid_hist, seconds = [], [], []
-    bar.open(n_steps, "bound")
-    try:
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            params, opt_state, value = run_epoch(params, opt_state, xs, epoch)
-            value = float(value)
-            seconds.append(time.perf_counter() - t0)
-            if not np.isfinite(value):
-                raise FloatingPointError(f"{objective.name}: the training bound became {value} in epoch {epoch + 1}"
-                                         "; lower the learning rate")
-            train_hist.append(value)
-            v, e = eqx.combine(params, static)
-            valid_hist.append(evaluate_bound(objective, v, e, xv, seed=seed))
-            bar.validation(valid_hist[-1], max(valid_hist), int(np.argmax(valid_hist)))
-    finally:
-        bar.close()
-    v, e = eqx.combine(params, static)
-    return v, e, np.asarray(train_hist), np.asarray(valid_hist), np.asarray(seconds)
+    xs = check_data(train_x, config.data_dim, "train_x", "bernoulli" if binarise else config.likelihood)
+    xv = check_data(valid_x, config.data_dim, "valid_x", config.likelihood)
+    init_key = jax.random.split(jax.random.key(seed), 3)[0]
+    bound = objective.bound
+
+    def pair_bound(model, xb, key):
+        return bound(model[0], model[1], xb, key)
+
+    (vae, extra), history = train_bound(
+        pair_bound, (VAE(config, key=init_key), objective.extra), xs, xv, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, patience=patience, seed=seed, progress=progress, binarise=binarise,
+        budget_seconds=budget_seconds, budget_clock=budget_clock, steps_per_call=steps_per_call,
+        checkpoint=checkpoint, settings=settings, description=f"{objective.name} (seed {seed})",
+        objective_name="bound")
+    return vae, extra, history
