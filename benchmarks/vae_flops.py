@@ -66,8 +66,10 @@ def dot_reference(config: VAEConfig, batch: int, n_steps: int):
     """A compiled scan of ``n_steps`` steps doing exactly the step's matrix products (module docstring)."""
     shapes = layer_shapes(config)
     key = jax.random.key(0)
-    ws = [jax.random.normal(jax.random.fold_in(key, j), (i, o), jnp.float32) * 0.01 for j, (i, o) in enumerate(shapes)]
-    xs = [jax.random.normal(jax.random.fold_in(key, 100 + j), (batch, i), jnp.float32) for j, (i, o) in enumerate(shapes)]
+    ws = [jax.random.normal(jax.random.fold_in(key, j), (i, o), jnp.float32) * 0.01
+          for j, (i, o) in enumerate(shapes)]
+    xs = [jax.random.normal(jax.random.fold_in(key, 100 + j), (batch, i), jnp.float32)
+          for j, (i, o) in enumerate(shapes)]
     gs = [jax.random.normal(jax.random.fold_in(key, 200 + j), (batch, o), jnp.float32) for j, (i, o) in enumerate(shapes)]
 
     @jax.jit

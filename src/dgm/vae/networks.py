@@ -15,6 +15,7 @@ Parameters are float32 by default (``VAE.astype(jnp.float64)`` returns a float64
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -136,6 +137,16 @@ class VAE(eqx.Module):
         if self.config.likelihood == "bernoulli":
             return z, jax.random.bernoulli(k_x, mean).astype(mean.dtype)
         return z, mean + self.output_sigma * jax.random.normal(k_x, mean.shape, mean.dtype)
+
+    def with_output_sigma(self, sigma: float) -> "VAE":
+        """The same encoder and decoder with another fixed Gaussian output noise ``sigma`` (e.g. a decoder trained at
+        one noise level used as a generator at another); the copy's config records the new ``sigma``."""
+        if self.config.likelihood != "gaussian":
+            raise ValueError("with_output_sigma needs a Gaussian likelihood; this VAE's is "
+                             f"{self.config.likelihood!r}")
+        fresh = VAE(dataclasses.replace(self.config, sigma=float(sigma), learn_sigma=False), key=jax.random.key(0))
+        fresh = eqx.tree_at(lambda v: (v.encoder, v.decoder), fresh, (self.encoder, self.decoder))
+        return eqx.tree_at(lambda v: v.log_sigma, fresh, jnp.asarray(math.log(sigma), self.log_sigma.dtype))
 
     def astype(self, dtype) -> "VAE":
         """A copy with every floating parameter cast to ``dtype`` (e.g. ``jnp.float64`` inside ``dgm.float64()``)."""

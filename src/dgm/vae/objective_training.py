@@ -4,7 +4,8 @@ Every objective trains the *same* VAE (one :class:`~dgm.vae.VAEConfig`, initiali
 objective) together with the objective's extra parameters, with Adam (``learning_rate``) on ``-mean bound`` over
 shuffled minibatches for a fixed number of epochs or a fixed time budget (:func:`train_objective`; every objective
 gets the same budget).  The validation bound is the average per-example bound over the validation set with a fixed
-key, so epochs and objectives compare like for like.  Used by the ``dgm vae-benchmark`` experiment and the VAE benchmarks scripts.
+key, so epochs and objectives compare like for like.  Used by the ``dgm vae-benchmark`` experiment and the VAE
+benchmarks scripts.
 """
 
 from __future__ import annotations

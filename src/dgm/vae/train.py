@@ -246,7 +246,8 @@ def train_bound(bound, model, train_x, valid_x=None, *, epochs: int = 50, batch_
         saved = load_state(path, format=CHECKPOINT_FORMAT, like=like)
         check_settings(path, saved["meta"]["settings"], run_settings)
         treedef = jax.tree_util.tree_structure((params, opt_state, params))
-        params, opt_state, best_params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in saved["leaves"]])
+        leaves = [jnp.asarray(v) for v in saved["leaves"]]
+        params, opt_state, best_params = jax.tree_util.tree_unflatten(treedef, leaves)
         state.update(saved["meta"]["state"])
 
     def save():

@@ -15,12 +15,14 @@ from dgm.experiments.options import require_at_least
 NAME = "mnist-inpaint"
 HELP = "the paper's Appendix-F experiment: in-paint digits with a VAE decoder, Figures 6-7"
 DESCRIPTION = (
-    "Train (or load from --cache) a Gaussian VAE with a 50-dimensional code and output noise sigma = 0.05 on MNIST, "
-    "observe the top quarter (7 rows) of test digits and of model samples, and in-paint the rest with constrained "
-    "HMC on the decoder-plus-noise generator (linear-time geometry) and with HMC on the known conditional density of "
-    "the code, at equal wall-clock budgets. Prints a table (time, iterations, acceptance, bulk ESS of the code and "
-    "ESS per second) and writes fig6a_chmc.png, fig6b_hmc.png, fig7_hmc_all.png, samples_case*_{chmc,hmc}.nc (ArviZ "
-    "NetCDF), results.json and report.md to --out. Scale it with --digits, --model-samples, --chains and --samples."
+    "Train (or load from --cache) a Gaussian VAE with a 50-dimensional code on MNIST (decoder trained at output "
+    "noise 0.2, used as a generator with the original's sigma = 0.05; its test log-likelihood is reported), observe "
+    "the top quarter (7 rows) of test digits and of model samples, and in-paint the rest with constrained HMC on the "
+    "decoder-plus-noise generator (linear-time geometry) and with HMC on the known conditional density of the code, "
+    "at equal wall-clock budgets. Prints a table (time, iterations, acceptance, bulk ESS of the code and ESS per "
+    "second) and writes fig6a_chmc.png, fig6b_hmc.png, fig6c_prior_samples.png (the decoder at prior draws), "
+    "fig7_hmc_all.png, samples_case*_{chmc,hmc}.nc (ArviZ NetCDF), results.json and report.md to --out. Scale it "
+    "with --digits, --model-samples, --chains and --samples."
 )
 PRESETS = {
     "quick": {"vae_training": "short", "digits": 1, "model_samples": 1, "chains": 2, "warmup": 60, "samples": 60},
@@ -34,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'digits' (scikit-learn's 8x8 digits, top 2 rows observed, 10-dimensional code; small, for "
                         "tests)")
     p.add_argument("--vae-training", choices=["full", "short"],
-                   help="'full': train the VAE on the whole training set with early stopping (MNIST: up to 20 "
-                        "epochs); 'short': a few epochs on a subset (MNIST: 2 epochs, 5000 images), cached "
-                        "separately")
+                   help="'full': train the VAE on the whole training set with early stopping (MNIST: up to 60 "
+                        "epochs, patience 5; resumable); 'short': a few epochs on a subset (MNIST: 2 epochs, 5000 "
+                        "images), cached separately")
     p.add_argument("--cache", type=Path, default=Path("~/.cache/dgm"),
                    help="folder for the trained VAE checkpoint (reused when present; trained and saved otherwise)")
     p.add_argument("--no-cache", action="store_true", help="always train, save nothing")

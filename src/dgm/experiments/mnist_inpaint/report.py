@@ -38,7 +38,8 @@ def image_grid(path: Path, images: np.ndarray, mask: np.ndarray, *, columns: int
             spine.set_visible(False)
         if k < n:
             ax.imshow(shown[k], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.axhline(boundary, color="tab:red", lw=0.6)
+            if mask.any():
+                ax.axhline(boundary, color="tab:red", lw=0.6)
     if row_labels:
         for i, label in enumerate(row_labels):
             axes[i * rows_per_label, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=6)
@@ -57,7 +58,8 @@ def image_grid(path: Path, images: np.ndarray, mask: np.ndarray, *, columns: int
 
 def figures(experiment: dict, out: Path, *, per_case: int = 20, columns: int = 10, fig7_limit: int = 400) -> dict:
     """fig6a_chmc.png (consecutive constrained-HMC draws), fig6b_hmc.png (HMC draws thinned by the iteration ratio
-    of the equal time budget, as in the paper), fig7_hmc_all.png (every HMC draw of one chain, first case)."""
+    of the equal time budget, as in the paper), fig6c_prior_samples.png (decoder means at prior draws: the model
+    apart from the samplers), fig7_hmc_all.png (every HMC draw of one chain, first case)."""
     gen, mask, cases = experiment["gen"], experiment["mask"], experiment["cases"]
     out = Path(out)
     paths = {}
@@ -77,6 +79,15 @@ def figures(experiment: dict, out: Path, *, per_case: int = 20, columns: int = 1
     paths["fig6b"] = image_grid(out / "fig6b_hmc.png", np.concatenate(blocks_b), mask, columns=columns,
                                 title="(b) HMC: every k-th draw, k = HMC iterations per constrained-HMC iteration "
                                       "at equal time", row_labels=labels, rows_per_label=rows_per_case)
+    vae = experiment.get("vae")
+    if vae is not None:  # the model apart from the samplers: decoder means at prior draws, drawn as the completions
+        import jax
+
+        h = vae.prior().sample(jax.random.key(7), (per_case * max(1, len(cases)),))
+        means = np.asarray(jax.vmap(vae.decoder_mean)(h))
+        paths["fig6c"] = image_grid(out / "fig6c_prior_samples.png", means, np.zeros_like(mask), columns=columns,
+                                    title="(c) the model alone: decoder means at prior draws h ~ N(0, I) (white on "
+                                          "black, as the completions)")
     first = cases[0]
     all_hmc = mi.in_paintings(gen, first.hmc, first.x_obs, limit=fig7_limit, seed=99)
     paths["fig7"] = image_grid(out / "fig7_hmc_all.png", all_hmc, mask, columns=20,
@@ -89,6 +100,19 @@ def _pad(images: np.ndarray, n: int) -> np.ndarray:
     if images.shape[0] >= n:
         return images[:n]
     return np.concatenate([images, np.zeros((n - images.shape[0],) + images.shape[1:])])
+
+
+def _log_likelihood_line(info: dict) -> str:
+    ll = info.get("test_log_likelihood")
+    if not ll:
+        return ""
+    text = (f"Test log-likelihood of the generator sampled here (importance sampling, {ll['samples']} encoder draws "
+            f"per image, first {ll['images']} test images): {ll['mean']:.1f} ± {ll['se']:.1f} nats per image")
+    trained = info.get("test_log_likelihood_trained")
+    if trained:
+        text += (f"; of the trained VAE (sigma = {info['config']['sigma']:g}): {trained['mean']:.1f} ± "
+                 f"{trained['se']:.1f}")
+    return text + " (a density of continuous pixel values: not comparable with binarised-MNIST nats)."
 
 
 def write_report(experiment: dict, rows: list[dict], out: Path, command: str, figure_paths: dict) -> Path:
@@ -105,12 +129,15 @@ def write_report(experiment: dict, rows: list[dict], out: Path, command: str, fi
         f"Gaussian VAE on `{experiment['dataset']}`: {cfg['latent_dim']}-dimensional code, tanh MLPs "
         f"{cfg['data_dim']}-{'-'.join(map(str, cfg['hidden']))}-(2x{cfg['latent_dim']}) encoder and "
         f"{cfg['latent_dim']}-{'-'.join(map(str, reversed(cfg['hidden'])))}-{cfg['data_dim']} decoder with sigmoid "
-        f"means, fixed output noise sigma = {cfg['sigma']:g}. "
+        f"means, trained with fixed output noise sigma = {cfg['sigma']:g} and used as a generator with sigma = "
+        f"{gen.sigma:g}. "
         + ("Loaded from the cache " if info.get("cached") else "Trained ")
         + f"({info.get('n_train')} training images, up to {info.get('epochs_max')} epochs of Adam 1e-3, batch 100, "
-        f"early stopping on the validation ELBO; epochs run {info.get('epochs_run', '?')}, training time "
-        f"{info.get('train_seconds', float('nan')):.0f} s, validation ELBO {info.get('valid_elbo', float('nan')):.1f} "
-        f"nats per image). Checkpoint: `{info.get('path')}`.",
+        f"early stopping on the validation ELBO (patience {info.get('patience', 5)}); epochs run "
+        f"{info.get('epochs_run', '?')}, training time {info.get('train_seconds', float('nan')):.0f} s, validation "
+        f"ELBO {info.get('valid_elbo', float('nan')):.1f} nats per image). Checkpoint: `{info.get('path')}`.",
+        "",
+        _log_likelihood_line(info),
         "",
         f"Observed: the top {experiment['spec'].observed_rows} rows ({gen.observed.size} pixels); in-painted: "
         f"{gen.unobserved.size} pixels. Constrained HMC runs on u = (h, n_O) ({gen.model.input_dim} inputs, "

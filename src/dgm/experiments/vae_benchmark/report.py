@@ -55,7 +55,8 @@ def summary(result: dict) -> list:
                         nll_per_seed=nll.tolist(), seeds=[r.seed for r in rows],
                         nll_image_se=[float(np.std(r.test_log_px, ddof=1) / np.sqrt(r.test_log_px.size)) for r in rows],
                         valid_bound=float(np.mean([np.max(r.valid_bound) for r in rows])),
-                        epochs=float(np.mean(steps)) * batch / n_train if all(steps) else float(len(rows[0].valid_bound)),
+                        epochs=(float(np.mean(steps)) * batch / n_train if all(steps)
+                                else float(len(rows[0].valid_bound))),
                         seconds_per_epoch=float(np.mean([_steady_seconds(r.epoch_seconds) for r in rows]))))
     base = next((s["seconds_per_epoch"] for s in out if s["model"] == "vae"), None)
     for s in out:
