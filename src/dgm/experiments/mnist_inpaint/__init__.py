@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'digits' (scikit-learn's 8x8 digits, top 2 rows observed, 10-dimensional code; small, for "
                         "tests)")
     p.add_argument("--vae-training", choices=["full", "short"],
-                   help="'full': train the VAE on the whole training set with early stopping (MNIST: up to 60 "
-                        "epochs, patience 5; resumable); 'short': a few epochs on a subset (MNIST: 2 epochs, 5000 "
+                   help="'full': train the VAE on the whole training set with early stopping (MNIST: up to 100 "
+                        "epochs, patience 10; resumable); 'short': a few epochs on a subset (MNIST: 2 epochs, 5000 "
                         "images), cached separately")
     p.add_argument("--cache", type=Path, default=Path("~/.cache/dgm"),
                    help="folder for the trained VAE checkpoint (reused when present; trained and saved otherwise)")
