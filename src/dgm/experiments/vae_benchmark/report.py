@@ -33,6 +33,15 @@ def _steady_seconds(secs: np.ndarray) -> float:
     return float(np.median(secs[1:])) if len(secs) > 1 else float(secs[0])
 
 
+def _seconds_per_epoch(row, batch: int, n_train: int) -> float:
+    """Seconds of optimiser steps per epoch: all of them over the epochs done (a time budget can end training inside
+    an epoch; compilation is not in ``epoch_seconds``), or, for rows without a step count, the median epoch after
+    the first."""
+    if row.steps:
+        return float(np.sum(row.epoch_seconds)) / (row.steps * batch / n_train)
+    return _steady_seconds(row.epoch_seconds)
+
+
 def _se(values) -> float:
     values = np.asarray(values, float)
     return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
@@ -57,7 +66,7 @@ def summary(result: dict) -> list:
                         valid_bound=float(np.mean([np.max(r.valid_bound) for r in rows])),
                         epochs=(float(np.mean(steps)) * batch / n_train if all(steps)
                                 else float(len(rows[0].valid_bound))),
-                        seconds_per_epoch=float(np.mean([_steady_seconds(r.epoch_seconds) for r in rows]))))
+                        seconds_per_epoch=float(np.mean([_seconds_per_epoch(r, batch, n_train) for r in rows]))))
     base = next((s["seconds_per_epoch"] for s in out if s["model"] == "vae"), None)
     for s in out:
         s["relative_time"] = s["seconds_per_epoch"] / base if base else float("nan")
