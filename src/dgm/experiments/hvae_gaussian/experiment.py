@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
+import textwrap
 from typing import Callable, NamedTuple, Optional
 
 import equinox as eqx
@@ -331,7 +332,7 @@ def figure(result: dict, path) -> None:
     ax.set_title(f"Gaussian model, N={s['n_obs']}: mean ± s.e. over {s['n_datasets']} data sets; {s['iterations']} "
                  f"RMSProp iterations, lr {s['learning_rate']}\nfilled: converged on every data set (move over the "
                  f"last {s.get('convergence_window', '?')} iterations <= 10% of the error), hollow: not\n"
-                 + PAPER_READING, fontsize=7)
+                 + textwrap.fill(PAPER_READING, 110), fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
