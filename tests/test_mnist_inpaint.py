@@ -204,12 +204,14 @@ def test_command_quick_on_small_digits_writes_table_figures_samples_and_report(t
     assert code == 0
     printed = capsys.readouterr().out
     assert "chmc" in printed and "hmc" in printed and "ESS/s" in printed
-    for name in ("fig6a_chmc.png", "fig6b_hmc.png", "fig7_hmc_all.png", "report.md", "results.json",
+    for name in ("fig6a_chmc.png", "fig6b_hmc.png", "fig6c_prior_samples.png", "fig7_hmc_all.png", "report.md",
+                 "results.json",
                  "samples_case0_chmc.nc", "samples_case0_hmc.nc"):
         assert (out / name).stat().st_size > 0, name
     chmc = dgm.load(out / "samples_case0_chmc.nc")
     assert chmc.max_residual < 1e-8 and chmc.latents.shape[-1] == 10
     assert list((tmp_path / "cache").glob("vae-digits-quick-seed0.eqx"))  # cached for the next run
+    assert "Test log-likelihood of the generator sampled here" in (out / "report.md").read_text()
 
 
 def test_model_generator_equals_the_structure_generator():
