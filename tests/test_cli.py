@@ -143,7 +143,7 @@ def test_presets_fill_only_what_the_user_did_not_set(experiment, recorded, tmp_p
     (["vae-benchmark", "--hidden", "200,x"], "--hidden must be comma-separated integers"),
     (["vae-benchmark", "--train-size", "-3"], "--train-size must be >= 0"),
     (["vae-benchmark", "--models", "vae,nosuchmodel"], "nosuchmodel"),
-    (["vae-benchmark", "--paper"], "unrecognized arguments: --paper"),
+    (["mnist-inpaint", "--paper"], "unrecognized arguments: --paper"),
     (["hvae-gaussian", "--dims", "0"], "--dims must be positive integers"),
     (["hvae-gaussian", "--dims", "two"], "--dims must be comma-separated integers"),
     (["hvae-gaussian", "--seed", "x"], "invalid int value"),
