@@ -489,7 +489,8 @@ def sample(
                 run.begin()
             warmup_out, states, da_state, mm_state = _run_phase(programs.chunk, states, da_state, step_sizes,
                                                                 key_warmup, x, adapt, n_warmup, 1, chunk_size, bar,
-                                                                mm_state, schedule, run=run, phase="warmup")
+                                                                mm_state, schedule, run=run, phase="warmup",
+                                                                hook=warmup_hook(method_at, algorithm))
             if adapt and n_warmup:
                 step_sizes = jax.vmap(da_final)(da_state)
             out, states, _, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
@@ -513,6 +514,13 @@ def sample(
             chain_method=chain_method, thin=thin,
         )
         settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
+        if algorithm.describe_states is not None:  # ... and what it chose during the run (e.g. an adapted ladder)
+            final = states
+            if chain_method == "sharded":
+                from dgm.runtime.sharding import to_host
+
+                final = to_host(states)
+            settings.update(algorithm.describe_states(jax.device_get(final)))
         if model.symmetries:
             settings["symmetries"] = [sym.name for sym in model.symmetries]
         meta = dict(step_size=np.asarray(step_sizes), wall_time=wall_time, compile_time=compile_time,
@@ -572,13 +580,15 @@ def _chunk_key(key, index):
 
 
 def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
-               chunk_size: int, bar: _Progress, mm_state=None, schedule=None, run=None, phase=None):
+               chunk_size: int, bar: _Progress, mm_state=None, schedule=None, run=None, phase=None, hook=None):
     """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy ``(chain, draw, ...)``.
     ``schedule``: ``(n_iterations, 2)`` metric-window flags (:func:`dgm.adaptation.warmup_schedule`), or none.
 
     Chunk ``index`` uses the key ``fold_in(key, index)``: the draws depend on (seed, phase, chunk index) only. With
     a checkpointed ``run`` (:class:`dgm.runtime.checkpoint.Run`) the phase starts at the run's next chunk and each
     chunk's outputs and state go to ``run.after_chunk`` (draws to disk) instead of being kept: the outputs are ``{}``.
+    ``hook``: ``(states, x, key) -> states`` run after every chunk (the method's own warm-up adaptation across
+    chains, :func:`warmup_hook`), with a key of its own derived from the chunk's.
     """
     pieces = []
     first = 0 if run is None else run.first_chunk(phase)
@@ -593,6 +603,8 @@ def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_itera
         states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes,
                                                     _chunk_key(key, index), x, jnp.asarray(adapt),
                                                     jnp.int32(n_active), jnp.int32(n_sub), jnp.asarray(window))
+        if hook is not None:
+            states = hook(states, x, _chunk_key(_chunk_key(key, index), HOOK_KEY))
         piece = jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs)
         if run is None:
             pieces.append(piece)
@@ -603,6 +615,23 @@ def _run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_itera
         return {}, states, da_state, mm_state
     joined = jax.tree_util.tree_map(lambda *a: np.swapaxes(np.concatenate(a, axis=0), 0, 1), *pieces)
     return joined, states, da_state, mm_state
+
+
+HOOK_KEY = 0x7E3
+"""``fold_in`` constant of the key passed to a method's warm-up hook after a chunk (distinct from its transitions')."""
+
+
+def warmup_hook(method_at, algorithm: Method, batched: bool = False):
+    """The method's warm-up hook (:attr:`dgm.kernels.base.Method.warmup_hook`) as a jitted
+    ``(states, x_obs, key) -> states`` for :func:`_run_phase`, or ``None``; ``batched``: states, observations and
+    keys with a leading observation axis (:func:`dgm.sample_many`)."""
+    if algorithm.warmup_hook is None:
+        return None
+
+    def hook(states, x_obs, key):
+        return method_at(x_obs).warmup_hook(states, key)
+
+    return jax.jit(jax.vmap(hook) if batched else hook)
 
 
 FAILURE_WARNING_RATE = 0.2
@@ -636,6 +665,6 @@ def _report(result: Result, progress: bool) -> None:
             f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )
-        extra = result.symmetry_summary_line()
-        if extra:
-            print(extra, file=sys.stderr)
+        for extra in (result.symmetry_summary_line(), result.tempering_summary_line()):
+            if extra:
+                print(extra, file=sys.stderr)

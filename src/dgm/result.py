@@ -132,6 +132,18 @@ class Result:
             parts.append(f"manifold components occupied: {self.components.describe()}")
         return "; ".join(parts)
 
+    def tempering_summary_line(self) -> str:
+        """One line on a tempered run's ladder (``"chmc-tempered"``: levels, top scale, barrier, round trips), for the
+        closing report ('' for other methods)."""
+        trips = self.settings.get("round_trips")
+        scales = self.settings.get("noise_scales")
+        if trips is None or not scales:
+            return ""
+        barrier = self.settings.get("barrier")
+        adapted = "adapted" if self.settings.get("adapt_ladder") else "fixed"
+        return (f"tempering ({adapted} ladder): {len(scales)} noisy levels, sigma {scales[0]:.3g} .. {scales[-1]:.3g}; "
+                f"barrier Lambda {barrier:.2f}; round trips per chain {trips} (sampling phase)")
+
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
         """An ArviZ 1.x ``xarray.DataTree``: ``posterior`` (``z``, ``u``), ``sample_stats``, ``observed_data`` (``x``)

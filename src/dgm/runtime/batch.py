@@ -39,7 +39,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from dgm.adaptation import initial_metric_state, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
 from dgm.driver import (ProgramCache, _Progress, _chunk_program, _heuristic_step_sizes, _report, _root_key,
-                        _run_phase)
+                        _run_phase, warmup_hook)
 from dgm.integrator import FAILURE_NAMES
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
@@ -176,6 +176,8 @@ def sample_many(
     given = {k for k, v in common.items() if v != SAMPLER_DEFAULTS[k]}
     if adapt_step_size is not None and "adapt_step_size" in accepted_options(method):
         options = dict(options, adapt_step_size=bool(adapt_step_size))
+    if "n_warmup" in accepted_options(method):  # a method adapting parameters of its own in the warm-up (as sample)
+        options = dict(options, n_warmup=n_warmup)
     if compilation_cache:
         enable_compilation_cache()
     t_setup = time.perf_counter()
@@ -242,7 +244,8 @@ def sample_many(
                     heuristic_keys, states, step_sizes, x_run)
             warmup_out, states, da_state, mm_state = _run_phase(chunk, states, da_state, step_sizes,
                                                                 jnp.asarray(key_warmup), x_run, adapt, n_warmup, 1,
-                                                                chunk_size, bar, mm_state, schedule)
+                                                                chunk_size, bar, mm_state, schedule,
+                                                                hook=warmup_hook(method_at, algorithm, batched=True))
             if adapt and n_warmup:
                 step_sizes = jax.vmap(jax.vmap(da_final))(da_state)
             out, states, _, _ = _run_phase(chunk, states, da_state, step_sizes, jnp.asarray(key_sample), x_run,
@@ -253,6 +256,7 @@ def sample_many(
         from dgm.runtime.sharding import to_host
 
         step_sizes = to_host(step_sizes)
+        final_states = jax.device_get(to_host(states)) if algorithm.describe_states is not None else None
     # host outputs are (obs, draw, chain, ...): one Result per observation, (chain, draw, ...)
     out = {k: np.swapaxes(v, 1, 2)[:n_obs] for k, v in _flatten(out).items()}
     warm = {k: np.swapaxes(v, 1, 2)[:n_obs] for k, v in _flatten(warmup_out).items()} if n_warmup else {}
@@ -271,6 +275,9 @@ def sample_many(
             step_size_requested=step_size, adapt_step_size=bool(adapt), step_size_adaptation=how,
             chain_method=chain_method, sharded=bool(sharded), thin=thin,
         )
+        settings.update(algorithm.settings or {})
+        if final_states is not None:  # what the method chose during the run (e.g. an adapted ladder)
+            settings.update(algorithm.describe_states(jax.tree_util.tree_map(lambda a, i=i: a[i], final_states)))
         result = Result(
             latents=out["latents"][i], inputs=out["inputs"][i], stats=schema_stats(stats), step_size=ran,
             wall_time=wall_time / n_obs, compile_time=compile_time, setup_time=setup_time / n_obs,
