@@ -25,6 +25,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reason
 from dgm.adaptation import initial_metric_state, metric_window_step, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
 from dgm.components import components_after_sampling, warn_if_stuck
+from dgm.diagnostics.mixing import mode_mixing, warn_if_not_mixing
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
@@ -548,7 +549,17 @@ def sample(
                 max_newton=common["max_newton"], geometry=options.get("geometry", "auto"))
     _report(result, progress)
     warn_if_stuck(result.components, result.method)
+    check_mode_mixing(result)
     return result
+
+
+def check_mode_mixing(result: Result, stacklevel: int = 4) -> None:
+    """After any run: the mode-mixing check across chains (:mod:`dgm.diagnostics.mixing`), stored as
+    ``result.mixing`` and warned about, with the remedy, when the chains disagree (not again when the component check
+    has already warned that they are stuck in different components)."""
+    result.mixing = mode_mixing(result.inputs, result.settings.get("round_trips"))
+    if result.components is None or not result.components.stuck:
+        warn_if_not_mixing(result.mixing, result.method, stacklevel=stacklevel)
 
 
 def _root_key(seed):

@@ -24,6 +24,7 @@ it is ``rho(u) |J J^T|^{-1/2}`` with ``J = dg/du`` (eq. 16).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, Optional
 
 import jax
@@ -40,6 +41,10 @@ def standard_normal_log_density(u: Array) -> Array:
 
 def _identity(u: Array) -> Array:
     return u
+
+
+_PRECISION_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""Models whose generator's precision was checked (:meth:`GenerativeModel.check_precision`), with what was found."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,6 +84,19 @@ class GenerativeModel:
 
         object.__setattr__(self, "symmetries", as_symmetries(self.symmetries))
 
+    def check_precision(self) -> list:
+        """Warn (once per model, with the remedy) when the generator computes with float32 values although dgm
+        samples in float64 -- arrays closed over that were built before 64-bit mode was on
+        (:func:`dgm.precision.warn_if_low_precision`, which inspects the traced program). Returns what was found."""
+        found = _PRECISION_CHECKED.get(self)
+        if found is None:
+            from dgm.precision import warn_if_low_precision
+
+            found = warn_if_low_precision(self.generator, self.input_dim, name=f"the generator of {self.name!r}",
+                                          stacklevel=5)
+            _PRECISION_CHECKED[self] = found
+        return found
+
     # -- shape information -------------------------------------------------------------------------
     def _abstract_input(self):
         # float64 where 64-bit arrays are enabled (inside dgm.float64()), else JAX's default float: no dtype warning
@@ -101,6 +119,7 @@ class GenerativeModel:
         be empty or a point). Methods on a noisy relaxation (``manifold=False``) need no such condition.
         """
         x = np.asarray(x_obs, dtype=np.float64)
+        self.check_precision()
         out_shape = self.output_shape()
         if len(out_shape) != 1:
             raise ValueError(f"generator must return a 1-D array, it returns shape {out_shape}")

@@ -60,6 +60,9 @@ class Result:
         ``None`` when not checked. With declared symmetries ``stats`` also holds ``symmetry_proposed``,
         ``symmetry_accepted``, ``symmetry_acceptance_rate``, ``symmetry_index`` and ``symmetry_failure``
         (:mod:`dgm.kernels.symmetry`); :meth:`symmetry_counts` sums them.
+      mixing: the mode-mixing check across chains (:class:`dgm.diagnostics.mixing.MixingReport`: split R-hat and ESS
+        of a basin indicator, tempered round trips), set by :func:`dgm.sample`; ``None`` when not checked (one
+        chain, short runs) and not saved.
       store: the on-disk draw store (Zarr) the arrays are read from, lazily, when the run streamed its draws to disk
         (``dgm.sample(..., checkpoint=DIR)``, :mod:`dgm.runtime.draw_store`); ``None`` for draws in memory.
     """
@@ -81,6 +84,7 @@ class Result:
     unrecorded_failures: dict = dataclasses.field(default_factory=dict)
     kernel: Optional[str] = None
     components: Optional[ComponentReport] = None
+    mixing: Optional[object] = None
     store: Optional[str] = None
 
     @property

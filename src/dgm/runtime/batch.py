@@ -39,7 +39,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from dgm.adaptation import initial_metric_state, warmup_schedule
 from dgm.compilation_cache import enable as enable_compilation_cache
 from dgm.driver import (ProgramCache, _Progress, _chunk_program, _heuristic_step_sizes, _report, _root_key,
-                        _run_phase, warmup_hook)
+                        _run_phase, check_mode_mixing, warmup_hook)
 from dgm.integrator import FAILURE_NAMES
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
 from dgm.model import GenerativeModel
@@ -290,6 +290,7 @@ def sample_many(
             kernel=algorithm.kernel,
         )
         _report(result, False)  # warnings about failed trajectories, per observation
+        check_mode_mixing(result, stacklevel=3)
         results.append(result)
     if progress:
         import sys
