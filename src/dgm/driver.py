@@ -466,6 +466,8 @@ def sample(
         programs = _compiled_programs(cache_key, method_at, model, n_chains, chunk_size, chain_method, da_state, x,
                                       mm_state, mesh)
         compile_time = programs.compile_time
+        hook, hook_compile_time = _compiled_hook(cache_key, method_at, algorithm, positions, x, chain_method)
+        compile_time += hook_compile_time
         heuristic_keys = jax.random.split(key_warmup, n_chains)
         if how == "find-reasonable-step-size" and not resumed:
             t0 = time.perf_counter()
@@ -491,7 +493,7 @@ def sample(
             warmup_out, states, da_state, mm_state = _run_phase(programs.chunk, states, da_state, step_sizes,
                                                                 key_warmup, x, adapt, n_warmup, 1, chunk_size, bar,
                                                                 mm_state, schedule, run=run, phase="warmup",
-                                                                hook=warmup_hook(method_at, algorithm))
+                                                                hook=hook)
             if adapt and n_warmup:
                 step_sizes = jax.vmap(da_final)(da_state)
             out, states, _, _ = _run_phase(programs.chunk, states, da_state, step_sizes, key_sample, x, False,
@@ -643,6 +645,22 @@ def warmup_hook(method_at, algorithm: Method, batched: bool = False):
         return method_at(x_obs).warmup_hook(states, key)
 
     return jax.jit(jax.vmap(hook) if batched else hook)
+
+
+def _compiled_hook(cache_key, method_at, algorithm: Method, positions, x, chain_method: str):
+    """``(hook, compile seconds)``: the method's warm-up hook compiled ahead for the chains' states (cached with the
+    sampling programs; ``None`` when the method has none; compiled at its first call when sharded)."""
+    hook = warmup_hook(method_at, algorithm)
+    if hook is None or chain_method == "sharded":
+        return hook, 0.0
+    key = ProgramCache.key(cache_key + ("warmup_hook",)) if cache_key is not None else None
+    cached = _PROGRAM_CACHE.get(key)
+    if cached is not None:
+        return cached, 0.0
+    t0 = time.perf_counter()
+    states_like = jax.eval_shape(lambda p, xo: jax.vmap(method_at(xo).init)(p), positions, x)
+    hook = hook.lower(states_like, x, jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
+    return _PROGRAM_CACHE.put(key, hook), time.perf_counter() - t0
 
 
 FAILURE_WARNING_RATE = 0.2

@@ -98,7 +98,12 @@ class LadderStatistics(NamedTuple):
     / ``top_count``: sums of the features ``(u, u^2)`` of the top level's ``u`` (and of their squares) from
     iteration ``burn_until`` on, for the top level's R-hat across chains; ``round_start``: the round's first
     iteration; ``barrier``, ``top_rhat``: the global barrier ``Lambda`` and the top level's R-hat measured at the
-    last adaptation (``nan`` before)."""
+    last adaptation (``nan`` before); ``top_replica``: the replica at the top after the last transition,
+    ``visit_features`` (``(L + 1, 2 n)``, per replica): its features when it was last at the top, ``visited``
+    whether it has been, ``visit_sums`` (``(6, 2 n)``): sums of ``x, y, xy, x^2, y^2`` and the count over the
+    replicas' returns to the top, ``x`` the features when the replica left the top, ``y`` when it came back: their
+    correlation (:func:`visit_correlation`, ``visit_correlation`` at the last adaptation) says how much of the top
+    state survives a round trip through the ladder."""
 
     rejection: Array
     attempts: Array
@@ -112,6 +117,11 @@ class LadderStatistics(NamedTuple):
     burn_until: Array
     barrier: Array
     top_rhat: Array
+    top_replica: Array
+    visit_features: Array
+    visited: Array
+    visit_sums: Array
+    visit_correlation: Array
 
 
 class TemperedState(NamedTuple):
@@ -153,8 +163,12 @@ class TemperedInfo(NamedTuple):
     round_trips: Array  # round trips completed in the current round (cumulative; reset at each adaptation)
 
 
-TOP_RHAT = 1.1
-"""The top noise scale is raised while the R-hat across chains of the top level's ``(u, u^2)`` exceeds this."""
+TOP_RHAT = 1.05
+"""The top noise scale is raised while the R-hat across chains of the top level's ``(u, u^2)`` exceeds this ..."""
+VISIT_CORRELATION = 0.5
+"""... or while the correlation of the top level's ``(u, u^2)`` between a replica's consecutive visits to the top
+exceeds this (max over features): a top that barely moves a replica before it leaves again does not renew level 0's
+state, however well it mixes over a whole round."""
 TOP_GROWTH = 2.0
 """Factor by which an adaptation raises the top noise scale."""
 MAX_TOP_GROWTH = 1e3
@@ -186,6 +200,20 @@ def top_level_rhat(ladder: LadderStatistics) -> Array:
     rhat = jnp.where(within > tiny, jnp.sqrt(pooled / jnp.where(within > tiny, within, 1.0)),
                      jnp.where(between > tiny, jnp.inf, 1.0))
     return jnp.where((n_chains > 1) & (n >= 4), jnp.max(rhat), jnp.nan)
+
+
+def visit_correlation(ladder: LadderStatistics) -> Array:
+    """Pooled correlation (max over the features ``(u, u^2)``, chains pooled: leading axis) between a replica's
+    features when it left the top and when it next reached it; ``nan`` with fewer than 8 returns."""
+    sums = jnp.sum(ladder.visit_sums, axis=0)  # (6, 2n)
+    count = sums[5, 0]
+    mx, my = sums[0] / jnp.maximum(count, 1), sums[1] / jnp.maximum(count, 1)
+    cov = sums[2] / jnp.maximum(count, 1) - mx * my
+    vx = sums[3] / jnp.maximum(count, 1) - mx**2
+    vy = sums[4] / jnp.maximum(count, 1) - my**2
+    scale = jnp.sqrt(jnp.maximum(vx * vy, 0.0))
+    corr = jnp.where(scale > 1e-300, cov / jnp.where(scale > 1e-300, scale, 1.0), 1.0)
+    return jnp.where(count >= 8, jnp.max(corr), jnp.nan)
 
 
 def adapted_schedule(sigmas: Array, n_levels, rejection: Array, raise_top, capacity: int):
@@ -300,7 +328,7 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
 
         return jax.lax.cond(active, run, idle, None)
 
-    def new_round(ladder: LadderStatistics, iteration, burn_until, barrier, top_rhat) -> LadderStatistics:
+    def new_round(ladder: LadderStatistics, iteration, burn_until, barrier, top_rhat, visit) -> LadderStatistics:
         dtype = x_obs.dtype
         return LadderStatistics(
             rejection=jnp.zeros((n_pairs,), dtype), attempts=jnp.zeros((n_pairs,), jnp.int32),
@@ -310,14 +338,16 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
             top_sum=jnp.zeros((2 * n,), dtype), top_sum_sq=jnp.zeros((2 * n,), dtype),
             top_count=jnp.asarray(0.0, dtype), round_start=jnp.asarray(iteration, jnp.int32),
             burn_until=jnp.asarray(burn_until, jnp.int32), barrier=jnp.asarray(barrier, dtype),
-            top_rhat=jnp.asarray(top_rhat, dtype))
+            top_rhat=jnp.asarray(top_rhat, dtype), top_replica=jnp.asarray(-1, jnp.int32),
+            visit_features=jnp.zeros((n_pairs + 1, 2 * n), dtype), visited=jnp.zeros((n_pairs + 1,), bool),
+            visit_sums=jnp.zeros((6, 2 * n), dtype), visit_correlation=jnp.asarray(visit, dtype))
 
     def init(u: Array) -> TemperedState:
         require_float64(u)
         # u on M lifts to (u, 0) on every M_sigma
         z = jnp.broadcast_to(jnp.concatenate([u, jnp.zeros((m,), u.dtype)]), (n_pairs + 1, n + m))
         steps = jax.vmap(da_init)(jnp.full((n_pairs,), initial_step_size, u.dtype))
-        ladder = new_round(None, 0, 0, jnp.nan, jnp.nan)
+        ladder = new_round(None, 0, 0, jnp.nan, jnp.nan, jnp.nan)
         return TemperedState(jax.vmap(level_point)(z, initial_sigmas), jnp.asarray(0, jnp.int32), steps,
                              initial_sigmas, jnp.asarray(n_initial, jnp.int32), ladder)
 
@@ -407,6 +437,14 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
         u_top = new_u[n_levels]
         features = jnp.concatenate([u_top, u_top * u_top])
         counted = state.iteration >= ladder.burn_until
+        arrived = (top != ladder.top_replica) & ladder.visited[top] & counted
+        x_visit = ladder.visit_features[top]
+        visit_terms = jnp.stack([x_visit, features, x_visit * features, x_visit**2, features**2,
+                                 jnp.ones_like(features)])
+        ladder = ladder._replace(
+            top_replica=top, visit_features=ladder.visit_features.at[top].set(features),
+            visited=ladder.visited.at[top].set(True),
+            visit_sums=ladder.visit_sums + jnp.where(arrived, visit_terms, 0.0))
         ladder = ladder._replace(
             rejection=ladder.rejection + jnp.where(attempted, 1.0 - swap_rate, 0.0),
             attempts=ladder.attempts + attempted.astype(jnp.int32),
@@ -441,16 +479,17 @@ def build_kernel(model: GenerativeModel, x_obs: Array, noise_scales,
         sigmas, n_levels = states.sigmas[0], states.n_levels[0]  # one ladder for all chains
         rejection = pooled_rejection(states.ladder, n_levels)
         rhat = top_level_rhat(states.ladder)
+        renewal = visit_correlation(states.ladder)
         final = iteration >= n_adapt
-        raise_top = (~final) & (n_chains > 1) & (rhat > TOP_RHAT) & (sigmas[n_levels] * TOP_GROWTH
-                                                                      <= MAX_TOP_GROWTH * initial_top)
+        stuck_top = ((n_chains > 1) & (rhat > TOP_RHAT)) | (renewal > VISIT_CORRELATION)
+        raise_top = (~final) & stuck_top & (sigmas[n_levels] * TOP_GROWTH <= MAX_TOP_GROWTH * initial_top)
         new_sigmas, new_levels, barrier = adapted_schedule(sigmas, n_levels, rejection, raise_top, capacity)
         new_sigmas = jnp.where(final, sigmas, new_sigmas)
         new_levels = jnp.where(final, n_levels, new_levels)
         round_length = iteration - states.ladder.round_start[0]
         ladder = jax.vmap(lambda _: new_round(None, iteration, jnp.where(final, iteration,
                                                                           iteration + round_length // 4),
-                                              barrier, rhat))(jnp.arange(n_chains))
+                                              barrier, rhat, renewal))(jnp.arange(n_chains))
         # each new level takes the u (and the step size) of the old level in use nearest in log sigma
         slots = jnp.arange(n_pairs + 1)
         old_t = jnp.where((slots >= 1) & (slots <= n_levels), jnp.log(jnp.where(slots >= 1, sigmas, 1.0)), jnp.inf)
@@ -498,6 +537,8 @@ def describe_ladder(states: TemperedState) -> dict:
         "barrier": barrier,
         "barrier_at_adaptation": float(ladder.barrier[0]),
         "top_rhat_at_adaptation": float(ladder.top_rhat[0]),
+        "top_visit_correlation_at_adaptation": float(ladder.visit_correlation[0]),
+        "top_visit_correlation": float(visit_correlation(ladder)),
     }
 
 
