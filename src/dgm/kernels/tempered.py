@@ -60,6 +60,33 @@ Geyer 1991). Nothing is estimated: no component masses, no normalising constants
 enters exactly as in Algorithm 1 (asymptotic exactness as ``tol -> 0``). Related: Wang & Han (2026,
 arXiv:2604.22055) couple a constrained chain with a relaxation in a tubular neighbourhood by replica exchange.
 
+**The ladder adapts itself in the warm-up** (``adapt_ladder=True``, the default; :func:`build_kernel`'s ``adapt``,
+which the driver calls between warm-up chunks with all chains' states). Each chunk is a *round* (Syed,
+Bouchard-Côté, Deligiannidis & Doucet, JRSS B 2022, "Non-reversible parallel tempering", arXiv:1905.02939, section 5;
+Pigeons.jl is its reference implementation). The swaps above are already their non-reversible deterministic even-odd
+(DEO) scheme. During a round each chain records the rejection probability ``1 - alpha`` of every attempted swap;
+pooled over chains, the mean rejection ``r_l`` of pair ``(l, l+1)`` estimates the *communication barrier* between the
+two levels, ``r_l ≈ Lambda(sigma_{l+1}) - Lambda(sigma_l)`` (their section 5.1), and ``Lambda = sum_l r_l`` is the
+global barrier, which sets the round-trip rate ``1 / (2 + 2 Lambda)`` an optimal ladder reaches (their Theorem 3).
+After the round (:func:`adapted_schedule`):
+
+* the levels move to equal increments of the cumulative barrier (``Lambda`` interpolated linearly in
+  ``log sigma`` and inverted), which equalises the swap rejections between neighbours -- their optimal schedule;
+* their number becomes ``ceil(2 Lambda)`` (each pair's rejection about 1/2 or less), between 2 and the capacity
+  ``max_levels`` (idle slots do not move or swap);
+* the top scale doubles while the top level does not move freely between components: the R-hat across chains of
+  the top level's ``(u, u^2)`` exceeds :data:`TOP_RHAT` (each round restarts every chain's top level from
+  ``N(0, I)``, dispersed starts that a top stuck in one component cannot reconcile), or a replica's state at the top
+  is still correlated (:data:`VISIT_CORRELATION`) with its state at its previous visit -- a round trip that does not
+  renew the state cannot carry level 0 to another component. (Syed et al. fix the top at the prior; here the top is a
+  noise scale, and the manifold's own scale decides how large it must be.)
+
+Everything the adaptation changes is a warm-up matter: the sampling phase runs the final ladder as a fixed kernel, so
+the draws are exact for it. The states record the sampling phase's round trips (a replica going from level 0 to the
+top and back, tracked through the swaps: the index process) and rejections; :func:`describe_ladder` puts the final
+ladder, the round trips and the barrier in ``Result.settings``. With ``adapt_ladder=False`` the ladder stays as
+given (or the default).
+
 Costs per transition: ``L + 1`` constrained-HMC trajectories in ``n + m`` dimensions, ``L + 1`` factorisations
 after the swaps, and on even iterations two Newton solves of the ``(n + m)``-dimensional system of the inverse map
 (dense, second derivatives of ``g`` by autodiff) and two ``n x n`` determinants. Dense geometry only.
