@@ -661,8 +661,11 @@ def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_si
                                      capacity=int(max_levels) if adapt_ladder else None)
     n = model.input_dim
 
-    def initial_positions(key, n_chains):
-        return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations)
+    structured = model.structure is not None and getattr(model.structure, "square", True)
+
+    def initial_positions(key, n_chains):  # linear-time Gauss-Newton when the model declares structure
+        return find_points_on_manifold(model, x_obs, key, n_chains, tol=tol, max_iterations=init_max_iterations,
+                                       structured=structured)
 
     def log_density(state):  # the u-marginal at level 0: log rho(u) - 1/2 log|J J^T|
         eta = state.points.position[0, n:]
