@@ -5,7 +5,8 @@ a two-moons posterior, one component of a disconnected manifold) accept every mo
 modes by where the chains started. What shows it is *across* chains: their draws disagree about which mode they are
 in. This module turns that into one number and a warning:
 
-1. **Basin indicator.** The draws' features ``f = (u, u^2)`` are standardised over all draws; the direction ``d`` in
+1. **Basin indicator.** The draws' features ``f = (u, u^2)`` are standardised over all draws (those constant up to
+   rounding left out); the direction ``d`` in
    which the chains' mean features differ most (the leading principal axis of the chain means) separates the
    chains' modes when they disagree. The projections ``p = f d`` of all draws are split in two by 1-D two-means
    (Lloyd's iterations from the median), and ``I = [p > threshold]`` is each draw's basin.
@@ -36,6 +37,8 @@ MIXING_RHAT = 1.2
 """The warning fires when the split R-hat of the basin indicator exceeds this. Above Gelman and Rubin's 1.1 because
 a two-level indicator of a well-mixing unimodal run of a few hundred draws can reach 1.1 by chance; stuck chains
 give values far above (infinite when no chain crosses)."""
+FEATURE_RTOL = 1e-6
+"""Features whose spread over all draws is below this (relative) are left out of the basin indicator."""
 MIN_DRAWS = 20
 """Runs with fewer draws per chain, or one chain, are not checked."""
 
@@ -74,8 +77,12 @@ def basin_indicator(inputs) -> np.ndarray:
     inputs = np.asarray(inputs, dtype=np.float64)
     n_chains, n_draws = inputs.shape[:2]
     features = np.concatenate([inputs, inputs**2], axis=-1).reshape(n_chains, n_draws, -1)
-    scale = np.std(features.reshape(-1, features.shape[-1]), axis=0)
-    features = (features - np.mean(features, axis=(0, 1))) / np.where(scale > 0, scale, 1.0)
+    flat = features.reshape(-1, features.shape[-1])
+    scale = np.std(flat, axis=0)
+    # features constant on the manifold up to the Newton tolerance (u1^2 = x on the lines x = u1^2) carry only
+    # rounding, which differs between chains: left out, or they would split the draws by chain
+    varies = scale > FEATURE_RTOL * (1.0 + np.max(np.abs(flat), axis=0))
+    features = np.where(varies, (features - np.mean(features, axis=(0, 1))) / np.where(varies, scale, 1.0), 0.0)
     means = np.mean(features, axis=1)
     centred = means - np.mean(means, axis=0)
     if not np.any(np.abs(centred) > 0):
