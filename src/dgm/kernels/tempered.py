@@ -243,6 +243,18 @@ def visit_correlation(ladder: LadderStatistics) -> Array:
     return jnp.where(count >= 8, jnp.max(corr), jnp.nan)
 
 
+def _visit_correlation_host(visit_sums) -> float:
+    """:func:`visit_correlation` in NumPy (for reports outside 64-bit mode)."""
+    sums = np.sum(np.asarray(visit_sums, np.float64), axis=0)
+    count = sums[5, 0]
+    if count < 8:
+        return float("nan")
+    mx, my = sums[0] / count, sums[1] / count
+    cov, vx, vy = sums[2] / count - mx * my, sums[3] / count - mx**2, sums[4] / count - my**2
+    scale = np.sqrt(np.maximum(vx * vy, 0.0))
+    return float(np.max(np.where(scale > 1e-300, cov / np.where(scale > 1e-300, scale, 1.0), 1.0)))
+
+
 def adapted_schedule(sigmas: Array, n_levels, rejection: Array, raise_top, capacity: int):
     """The next ladder ``(sigmas', n_levels', Lambda)`` from the pooled rejection ``r_l`` of the pairs in use
     (Syed, Bouchard-Côté, Deligiannidis & Doucet 2022, section 5: the rejection of a pair estimates the
@@ -553,8 +565,8 @@ def describe_ladder(states: TemperedState) -> dict:
     states = jax.tree_util.tree_map(np.asarray, states)
     n_levels = int(states.n_levels[0])
     ladder = states.ladder
-    rejection = np.asarray(pooled_rejection(ladder, n_levels))[:n_levels]
-    attempts = ladder.attempts.sum(axis=0)[:n_levels]
+    attempts = ladder.attempts.sum(axis=0)[:n_levels]  # as pooled_rejection, in NumPy (any precision mode)
+    rejection = np.clip(ladder.rejection.sum(axis=0)[:n_levels] / np.maximum(attempts, 1), MIN_REJECTION, 1.0)
     barrier = float(np.sum(rejection)) if np.all(attempts > 0) else float("nan")
     return {
         "noise_scales": [float(s) for s in states.sigmas[0, 1:n_levels + 1]],
@@ -565,7 +577,7 @@ def describe_ladder(states: TemperedState) -> dict:
         "barrier_at_adaptation": float(ladder.barrier[0]),
         "top_rhat_at_adaptation": float(ladder.top_rhat[0]),
         "top_visit_correlation_at_adaptation": float(ladder.visit_correlation[0]),
-        "top_visit_correlation": float(visit_correlation(ladder)),
+        "top_visit_correlation": float(_visit_correlation_host(ladder.visit_sums)),
     }
 
 
@@ -631,7 +643,10 @@ def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_si
     (``sigma_0 = 0`` is added); default :func:`default_noise_scales`. ``adapt_ladder`` (default ``True``): during the
     warm-up the ladder adapts itself between the driver's chunks (:func:`build_kernel`'s ``adapt``): levels placed at
     equal steps of the estimated communication barrier, their number ``ceil(2 Lambda)`` (at most ``max_levels``),
-    the top raised until the top level's chains agree; ``False`` keeps ``noise_scales`` as given. One driver chain is
+    the top raised until the top level's chains agree; ``False`` keeps ``noise_scales`` as given. Each of the driver's
+    warm-up chunks (``chunk_size``, default 100 iterations) is one round; the last one runs the final ladder (its
+    step sizes settle), so the ladder adapts only when ``n_warmup > chunk_size`` -- the default 500 gives four
+    rounds, each able to double the top scale. One driver chain is
     one ladder; only level 0 is recorded. Per-draw statistics beyond constrained HMC's (which are level 0's):
     ``level_acceptance_rate``, ``level_failure``, ``level_step_size``, ``noise_scales`` (capacity ``+ 1`` slots),
     ``swap_attempted``, ``swap_acceptance_rate``, ``swap_accepted`` (capacity pairs), ``jump_failure``,
