@@ -517,7 +517,8 @@ def sample(
             settings["symmetries"] = [sym.name for sym in model.symmetries]
         meta = dict(step_size=np.asarray(step_sizes), wall_time=wall_time, compile_time=compile_time,
                     setup_time=setup_time, method=algorithm.name, x_obs=np.asarray(x), epsilon=algorithm.epsilon,
-                    settings=settings, latent_names=getattr(model, "latent_names", None), kernel=algorithm.kernel)
+                    settings=settings, latent_names=getattr(model, "latent_names", None), kernel=algorithm.kernel,
+                    sites=model.site_layout())
         if run is not None:  # draws on disk: the result reads them lazily
             result = run.finish(meta, (states, da_state, mm_state, step_sizes), key_sample)
         else:

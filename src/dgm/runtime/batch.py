@@ -277,7 +277,7 @@ def sample_many(
             method=algorithm.name, max_residual=float(np.max(out["residual"][i])), x_obs=xs[i],
             epsilon=algorithm.epsilon, settings=settings,
             warmup_stats=schema_stats({k[len("stats/"):]: v[i] for k, v in warm.items() if k.startswith("stats/")}),
-            latent_names=getattr(model, "latent_names", None),
+            latent_names=getattr(model, "latent_names", None), sites=model.site_layout(),
             unrecorded_failures={name: int(skipped[:, j].sum()) for j, name in enumerate(
                 FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if "failure" in stats else {},
             kernel=algorithm.kernel,
