@@ -276,6 +276,12 @@ def _scan_length(msg) -> int:
     return int(np.shape(jax.tree_util.tree_leaves(xs)[0])[0])
 
 
+def _as_jax_data(leaf):
+    if isinstance(leaf, np.ndarray) and np.issubdtype(leaf.dtype, np.floating):
+        return jnp.asarray(leaf, jnp.float64)
+    return leaf
+
+
 def _describe_difference(first: list, second: list) -> str:
     for a, b in zip(first, second):
         if a != b:
@@ -320,6 +326,9 @@ def from_numpyro(numpyro_model: Callable, *model_args, observed=("x",), structur
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     name = getattr(numpyro_model, "__name__", "numpyro-model")
     with float64():
+        # NumPy data become float64 JAX arrays once, here: JAX caches the device copy of a NumPy constant, and one
+        # first copied outside float64 (e.g. by an earlier NumPyro run) would reach the float64 programs as float32
+        model_args, model_kwargs = jax.tree_util.tree_map(_as_jax_data, (model_args, model_kwargs))
         program = _trace_program(numpyro_model, model_args, model_kwargs, seed=0)
         other = _trace_program(numpyro_model, model_args, model_kwargs, seed=1)
         if program.signature != other.signature:
