@@ -63,10 +63,15 @@ def random_walk(T):
 
 
 def min_bulk_ess(draws: dict) -> float:
+    """The smallest bulk ESS (ArviZ) over every entry of every ``(chain, draw, ...)`` array in ``draws``."""
     import arviz as az
 
-    return min(float(np.min(np.asarray(az.ess(np.asarray(v, dtype=float).reshape(v.shape[:2] + (-1,))[..., k])))
-                     for v in draws.values() for k in range(int(np.prod(v.shape[2:], dtype=int)))))
+    smallest = np.inf
+    for v in draws.values():
+        flat = np.asarray(v, dtype=float).reshape(v.shape[:2] + (-1,))
+        for k in range(flat.shape[-1]):
+            smallest = min(smallest, float(az.ess(flat[..., k])))
+    return smallest
 
 
 def compare_with_nuts(n_warmup: int, n_samples: int):

@@ -27,9 +27,15 @@ sample, except that a ``TransformedDistribution`` takes the shape of its base):
   differentiable in ``n`` and in the parameters. In float64, ``Phi(n)`` rounds to 1 for ``n > 8.3``, where such
   right tails give ``inf`` (a rejected trajectory, counted; the prior mass there is below ``1e-16``).
 
+A model rewritten with NumPyro's own ``reparam`` handler (``numpyro.handlers.reparam(model, config={...})`` with
+``LocScaleReparam``, ``TransformReparam`` ...) is taken as it is: its new base sites get the noise by the rules above
+and the reparameterised sites become deterministic latents.
+
 Discrete sites, continuous sites with neither rule (``Dirichlet``, ``LKJ``, ``Wishart`` ...), subsampled plates,
 ``numpyro.factor`` and ``numpyro.param`` sites, ``control_flow.cond`` and models whose sites change with the random
-values are rejected with a ``ValueError`` naming the site and why.
+values are rejected with a ``ValueError`` naming the site and why. The last is checked by tracing the model twice
+with different seeds (abstractly, ``jax.eval_shape``: a Python branch on a sampled value fails there, and the two runs
+must show the same sites with the same shapes).
 
 **Inputs, in order.** ``u = (u1, v, w)``: ``u1`` the noise of the latent sites outside ``scan`` (program order,
 each flattened); ``v`` the noise of each ``numpyro.contrib.control_flow.scan``, step by step (``v_1 .. v_T``, each
@@ -277,7 +283,8 @@ def _scan_length(msg) -> int:
 
 
 def _as_jax_data(leaf):
-    if isinstance(leaf, np.ndarray) and np.issubdtype(leaf.dtype, np.floating):
+    """Floating-point data (NumPy or JAX arrays) as float64 JAX arrays; anything else unchanged."""
+    if isinstance(leaf, (np.ndarray, jax.Array)) and jnp.issubdtype(leaf.dtype, jnp.floating):
         return jnp.asarray(leaf, jnp.float64)
     return leaf
 
@@ -326,8 +333,9 @@ def from_numpyro(numpyro_model: Callable, *model_args, observed=("x",), structur
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     name = getattr(numpyro_model, "__name__", "numpyro-model")
     with float64():
-        # NumPy data become float64 JAX arrays once, here: JAX caches the device copy of a NumPy constant, and one
-        # first copied outside float64 (e.g. by an earlier NumPyro run) would reach the float64 programs as float32
+        # floating data become float64 JAX arrays once, here: float32 data would mix dtypes in scan carries, and JAX
+        # caches the device copy of a NumPy constant, so one first copied outside float64 (e.g. by an earlier NumPyro
+        # run) would reach the float64 programs as float32
         model_args, model_kwargs = jax.tree_util.tree_map(_as_jax_data, (model_args, model_kwargs))
         program = _trace_program(numpyro_model, model_args, model_kwargs, seed=0)
         other = _trace_program(numpyro_model, model_args, model_kwargs, seed=1)
