@@ -10,9 +10,9 @@ cost per constrained-HMC iteration against the number of steps T (linear with th
    Newton projection per step).
 2. Random walk ``x_t = x_{t-1} + theta + 0.1 eps_t`` written with ``numpyro.contrib.control_flow.scan`` and observed
    through ``numpyro.deterministic``: seconds per constrained-HMC iteration (8 leapfrog steps, fixed step size, from
-   the model's exact initialiser, compile excluded, best of repeats of 20 iterations) for each T, with the structured geometry
-   ``from_numpyro`` attaches and, for T up to ``--dense-max``, the dense geometry. Linear cost shows as a constant
-   time per step (``us/step`` column).
+   the model's exact initialiser, compile excluded, best of repeats of 20 iterations) for each T, with the structured
+   geometry ``from_numpyro`` attaches and, for T up to ``--dense-max``, the dense geometry. Linear cost shows as a
+   constant time per step (``us/step`` column) once T is large enough for the per-step work to dominate.
 
 Threads: single-threaded XLA / BLAS (:func:`dgm.threads.configure_cpu_threads`, before JAX loads), so the numbers are
 about algorithmic cost and do not depend on a shared machine's core count.
@@ -123,8 +123,8 @@ def seconds_per_iteration(geometry, u0, repeats: int, iterations: int = 20, step
 
 
 def markov_scaling(steps, dense_max: int, repeats: int):
-    print("\nRandom walk (NumPyro scan, observed through numpyro.deterministic): seconds per CHMC iteration, 8 leapfrog "
-          "steps")
+    print("\nRandom walk (NumPyro scan, observed through numpyro.deterministic): seconds per CHMC iteration, "
+          "8 leapfrog steps")
     print(f"{'T':>6}{'structured ms':>15}{'us/step':>10}{'accept':>8}{'dense ms':>11}{'dense/struct':>14}")
     for T in steps:
         model = dgm.from_numpyro(random_walk, T)

@@ -396,8 +396,8 @@ class _Bridge:
         self.shapes = {n: tuple(s.shape) for n, s in shapes.items()}
         for site_name in observed:
             if not jnp.issubdtype(shapes[site_name].dtype, jnp.floating):
-                raise ValueError(f"observed site {site_name!r} has dtype {shapes[site_name].dtype}: observed values must "
-                                 "be real-valued (a differentiable function of the inputs)")
+                raise ValueError(f"observed site {site_name!r} has dtype {shapes[site_name].dtype}: observed values "
+                                 "must be real-valued (a differentiable function of the inputs)")
 
     # -- checks -------------------------------------------------------------------------------------------------
     def _check_sites(self, trace: dict, observed) -> None:
@@ -564,7 +564,8 @@ class _Bridge:
         shape = self.shapes[site_name]
         if site["kwargs"]["sample_shape"] or not shape:
             raise ValueError(f"observed site {site_name!r} is not drawn in a plate (use numpyro.plate)")
-        axis_zero = [f for f in site["cond_indep_stack"] if len(shape) - fn.event_dim + f.dim == 0 and f.size == shape[0]]
+        axis_zero = [f for f in site["cond_indep_stack"]
+                     if len(shape) - fn.event_dim + f.dim == 0 and f.size == shape[0]]
         if not axis_zero:
             raise ValueError(f"observed site {site_name!r}: no plate runs over its first axis")
         N, L = shape[0], self.n_parameter_inputs
@@ -608,18 +609,20 @@ class _Bridge:
             raise ValueError(f"{self.name}: structure={structure!r} does not apply: {reasons[structure]}")
         sites = lambda names: tuple((n, self.shapes[n]) for n in names)  # noqa: E731
         L = self.n_parameter_inputs
-        init = None
-        if declared is not None:
-            def init(key, x_obs):
-                dtype = jnp.result_type(jnp.asarray(x_obs).dtype, jnp.float32)
-                u1 = jax.random.normal(key, (L,), dtype)
-                v = declared.noise_for_observations(u1, jnp.asarray(x_obs, dtype))
-                return jnp.concatenate([u1, v.reshape(-1)])
+
+        def structured_init(key, x_obs):
+            # a prior draw of u1, then the noise reproducing x_obs step by step (dgm's initialiser polishes and
+            # checks it), as dgm.structure's own models start
+            dtype = jnp.result_type(jnp.asarray(x_obs).dtype, jnp.float32)
+            u1 = jax.random.normal(key, (L,), dtype)
+            v = declared.noise_for_observations(u1, jnp.asarray(x_obs, dtype))
+            return jnp.concatenate([u1, v.reshape(-1)])
+
         return GenerativeModel(
             generator=self.generator,
             input_dim=self.input_dim,
             latents=self.latents,
-            init=init,
+            init=structured_init if declared is not None else None,
             parameter_inputs=L if 0 < L < self.input_dim else None,
             structure=declared,
             name=self.name,
