@@ -149,12 +149,10 @@ class Result:
         import arviz as az
 
         if self.store is not None:  # draws streamed to disk (dgm.runtime.draw_store): open them lazily
-            from dgm.runtime.draw_store import open_tree
-
-            tree = open_tree(self.store, self.latent_names)
+            tree = open_store_tree(self.store, self.latent_names)
             # the store's own bookkeeping (a dict: no NetCDF attribute type) gives way to the run's metadata
             tree.attrs = {**{k: v for k, v in tree.attrs.items() if not k.startswith("dgm_draw_store")},
-                          **self._attrs()}
+                          **self.attributes()}
             return tree
         groups = {"posterior": {"z": self.latents, "u": self.inputs}, "sample_stats": schema_stats(self.stats)}
         dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"], "x": ["x_dim"]}
@@ -172,10 +170,12 @@ class Result:
                 groups["observed_data"] = _split_sites(np.asarray(self.x_obs), self.sites["observed"], lead=0)
             dims = {"u": ["u_dim"]}
         tree = az.from_dict(groups, dims=dims, coords=coords or None, save_warmup=True)
-        tree.attrs.update(self._attrs())
+        tree.attrs.update(self.attributes())
         return tree
 
-    def _attrs(self) -> dict:
+    def attributes(self) -> dict:
+        """The run's metadata as ``dgm_*`` attributes (JSON strings and floats: NetCDF and Zarr can store them);
+        :func:`result_from_attributes` reads them back."""
         return {
             "dgm_method": self.method,
             "dgm_wall_time": float(self.wall_time),
@@ -248,22 +248,6 @@ class Result:
             tree.to_netcdf(str(path), engine="h5netcdf")
 
 
-def _split_sites(flat: np.ndarray, sites, lead: int) -> dict:
-    """``{name: array}`` from the last axis of ``flat`` cut into the ``[[name, shape], ...]`` blocks."""
-    out, start = {}, 0
-    for name, shape in sites:
-        size = int(np.prod(shape, dtype=int))
-        out[name] = flat[..., start:start + size].reshape(flat.shape[:lead] + tuple(shape))
-        start += size
-    return out
-
-
-def _join_sites(group, sites, lead: int) -> np.ndarray:
-    """The inverse of :func:`_split_sites` on an xarray group."""
-    parts = [np.asarray(group[name].values).reshape(group[name].shape[:lead] + (-1,)) for name, _ in sites]
-    return np.concatenate(parts, axis=-1)
-
-
 def _is_zarr(path) -> bool:
     return str(path).rstrip("/").endswith(".zarr")
 
@@ -296,7 +280,6 @@ def load(path) -> Result:
     def group_arrays(name):
         return schema_stats({k: v.values for k, v in tree[name].data_vars.items()}) if name in groups else {}
 
-    epsilon = float(attrs["dgm_epsilon"])
     sites = json.loads(attrs.get("dgm_sites", "null"))
     if sites is not None:  # a model that names its sites (to_arviz: one variable per site, u apart)
         latents = _join_sites(tree["posterior"], sites["latent"], lead=2)
@@ -305,10 +288,37 @@ def load(path) -> Result:
     else:
         latents, inputs = tree["posterior"]["z"].values, tree["posterior"]["u"].values
         x_obs = tree["observed_data"]["x"].values if "observed_data" in groups else None
+    return result_from_attributes(attrs, latents=latents, inputs=inputs, stats=group_arrays("sample_stats"),
+                                  warmup_stats=group_arrays("warmup_sample_stats"), x_obs=x_obs)
+
+
+def _split_sites(flat: np.ndarray, sites, lead: int) -> dict:
+    """``{name: array}`` from the last axis of ``flat`` cut into the ``[[name, shape], ...]`` blocks."""
+    out, start = {}, 0
+    for name, shape in sites:
+        size = int(np.prod(shape, dtype=int))
+        out[name] = flat[..., start:start + size].reshape(flat.shape[:lead] + tuple(shape))
+        start += size
+    return out
+
+
+def _join_sites(group, sites, lead: int) -> np.ndarray:
+    """The inverse of :func:`_split_sites` on an xarray group."""
+    parts = [np.asarray(group[name].values).reshape(group[name].shape[:lead] + (-1,)) for name, _ in sites]
+    return np.concatenate(parts, axis=-1)
+
+
+def result_from_attributes(attrs: dict, *, latents, inputs, stats: dict, warmup_stats: dict, x_obs,
+                           store: Optional[str] = None) -> Result:
+    """The one way a :class:`Result` is rebuilt from stored metadata (the ``dgm_*`` attributes of
+    :meth:`Result.attributes`) and its arrays: :func:`load` (in memory) and
+    :func:`dgm.runtime.draw_store.open_result` (lazily, ``store`` naming the draw store). Attributes that files of
+    earlier releases lack take their defaults."""
+    epsilon = float(attrs["dgm_epsilon"])
     return Result(
         latents=latents,
         inputs=inputs,
-        stats=group_arrays("sample_stats"),
+        stats=stats,
         step_size=np.asarray(json.loads(attrs["dgm_step_size"])),
         wall_time=float(attrs["dgm_wall_time"]),
         compile_time=float(attrs["dgm_compile_time"]),
@@ -317,11 +327,24 @@ def load(path) -> Result:
         x_obs=x_obs,
         epsilon=None if np.isnan(epsilon) else epsilon,
         settings=json.loads(attrs["dgm_settings"]),
-        warmup_stats=group_arrays("warmup_sample_stats"),
+        warmup_stats=warmup_stats,
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
         setup_time=float(attrs.get("dgm_setup_time", 0.0)),
         unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
         kernel=json.loads(attrs.get("dgm_kernel", "null")),
         components=ComponentReport.from_dict(json.loads(attrs.get("dgm_components", "null"))),
-        sites=sites,
+        store=store,
+        # a draw store keeps z and u (to_arviz opens it as written); in memory, one variable per named site
+        sites=json.loads(attrs.get("dgm_sites", "null")) if store is None else None,
     )
+
+
+def open_store_tree(path, latent_names=None):
+    """A draw store (:mod:`dgm.runtime.draw_store`) as an ArviZ ``xarray.DataTree``, opened lazily (nothing is read
+    until used)."""
+    import xarray as xr
+
+    tree = xr.open_datatree(str(path), engine="zarr", consolidated=False)
+    if latent_names is not None and "posterior" in tree.children and "z_dim" in tree["posterior"].dims:
+        tree["posterior"] = tree["posterior"].to_dataset().assign_coords(z_dim=list(latent_names))
+    return tree
