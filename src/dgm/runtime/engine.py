@@ -696,7 +696,8 @@ def run_metadata(run: Plan, algorithm: Method, step_sizes, x, settings: dict, *,
     """The ``Result`` fields other than the draws (what a checkpointed run writes to its store's attributes)."""
     return dict(step_size=np.asarray(step_sizes), wall_time=wall_time, compile_time=compile_time,
                 setup_time=setup_time, method=algorithm.name, x_obs=np.asarray(x), epsilon=algorithm.epsilon,
-                settings=settings, latent_names=getattr(run.model, "latent_names", None), kernel=algorithm.kernel)
+                settings=settings, latent_names=getattr(run.model, "latent_names", None), kernel=algorithm.kernel,
+                sites=run.model.site_layout())
 
 
 def assemble(meta: dict, sampling: dict, warmup: dict) -> Result:
