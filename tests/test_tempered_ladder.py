@@ -186,7 +186,7 @@ def test_tempering_applies_declared_symmetries_at_level_zero():
         result = dgm.sample(model, example.x_obs, method="chmc-tempered", n_chains=4, n_warmup=200, n_samples=500,
                             initial_positions=example.start(1, 4, 0), seed=2, progress=False)
     counts = result.symmetry_counts()
-    assert counts[0]["proposed"] == 4 * 500 and counts[0]["accepted"] > 0.2 * counts[0]["proposed"]
+    assert abs(counts[0]["proposed"] - 1000) <= 6 * np.sqrt(500) and counts[0]["accepted"] > 0.2 * counts[0]["proposed"]
     labels = np.asarray(jax.vmap(jax.vmap(example.component_of))(jnp.asarray(result.inputs)))
     for k, weight in enumerate(example.weights):
         assert_mean_within((labels == k).astype(float), weight, label=f"P(line {k})")

@@ -23,6 +23,7 @@ from dgm.geometry.dense import DenseGeometry
 from dgm.initialise import ManifoldInitialisationError, find_points_on_manifold
 from dgm.integrator import IntegratorSettings
 from dgm.kernels import chmc, chmc_dynamic, hmc
+from dgm.kernels.symmetry import DEFAULT_SYMMETRY_PROBABILITY
 from dgm.kernels.abc import abc_mcmc_method
 from dgm.kernels.pm_slice import pm_slice_method
 from dgm.kernels.tempered import tempered_method
@@ -58,7 +59,7 @@ def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", l
 def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
                 reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
                 target_acceptance=0.8, init_max_iterations=100,
-                metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
+                metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY) -> Method:
     geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5  # Algorithm 1's sqrt(eps)
@@ -137,7 +138,7 @@ def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_ma
 def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
                         projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
                         max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100,
-                        metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
+                        metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY) -> Method:
     """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
     tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
     chosen by the no-U-turn criterion, capped at ``2**max_tree_depth - 1`` steps)."""

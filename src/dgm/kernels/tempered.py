@@ -108,6 +108,7 @@ from dgm.geometry.normal_map import invert_normal_map, log_abs_det_normal_map, n
 from dgm.initialise import find_points_on_manifold
 from dgm.integrator import FAILURE_NAMES, NEWTON_NOT_CONVERGED, NON_FINITE, NOT_REVERSIBLE, OK, IntegratorSettings
 from dgm.kernels import chmc
+from dgm.kernels.symmetry import DEFAULT_SYMMETRY_PROBABILITY
 from dgm.kernels.base import Method
 from dgm.model import GenerativeModel
 from dgm.precision import require_float64
@@ -636,7 +637,7 @@ DEFAULT_MAX_LEVELS = 12
 def tempered_method(model: GenerativeModel, x_obs, *, noise_scales=None, step_size=None, n_steps=(4, 8), n_inner=1,
                     tol=1e-8, max_newton=50, reverse_check_tol=None, projection="quasi-newton",
                     log_det_gradient="vjp", target_acceptance=0.8, init_max_iterations=100, n_warmup=0,
-                    adapt_ladder=True, max_levels=DEFAULT_MAX_LEVELS, symmetry_probability=1.0) -> Method:
+                    adapt_ladder=True, max_levels=DEFAULT_MAX_LEVELS, symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY) -> Method:
     """Constrained HMC tempered over ``noise_scales`` as a :class:`~dgm.kernels.base.Method` (``"chmc-tempered"``).
 
     ``noise_scales``: the starting ladder ``sigma_1 < ... < sigma_L`` of Gaussian output-noise scales
