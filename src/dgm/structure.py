@@ -22,6 +22,11 @@ step index ``t`` (an ``int32`` scalar), so steps may read their own slice of sha
 (:func:`dgm.vae.decoder_model`). The geometry still differentiates ``parameter_transform`` once per point (``L``
 JVPs), so everything the steps share is evaluated once, not once per step.
 
+**Additive noise.** :func:`additive_noise_structure` declares ``x = m(u1) + s * v`` (one noise input per output,
+fixed scales ``s``): an independent indexed structure with ``D = 1`` that also keeps ``m`` and ``s``, so that
+:func:`dgm.sample` uses :class:`dgm.geometry.additive.AdditiveNoiseGeometry` (one Jacobian of ``m`` and one VJP of it
+per point) instead of the generic structured geometry.
+
 **Noise dimension.** The structured geometry needs ``df/dv_t`` square and invertible, i.e. as many noise inputs per
 step as state dimensions (``noise_dim == state_dim``). A model declared with ``noise_dim != state_dim`` is still a
 valid :class:`~dgm.GenerativeModel` (its ``generator`` is correct), but building the structured geometry for it
