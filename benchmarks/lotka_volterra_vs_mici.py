@@ -181,9 +181,13 @@ def _mici_version():
 
 
 def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry: str = "auto",
-            reverse_check_tol: float = 2e-8, chain_method: str = "auto", method: str = "chmc", **options) -> dict:
+            reverse_check_tol: float = 2e-8, chain_method: str = "auto", method: str = "chmc", tol=None,
+            **options) -> dict:
     """dgm's constrained HMC with the paper preset from the given starting points (no warm-up, fixed step size);
-    ``method="chmc-dynamic"`` runs the dynamic kernel with the same integrator (``options`` go to ``dgm.sample``)."""
+    ``method="chmc-dynamic"`` runs the dynamic kernel with the same integrator (``options`` go to ``dgm.sample``).
+
+    ``tol`` default: the preset's 1e-8 as an *absolute* bound like mici's, i.e. ``1e-8 / max(1, |x|_inf)`` for dgm,
+    whose ``tol`` is relative to the observation scale (:func:`dgm.geometry.base.constraint_tolerance`)."""
     import dgm
 
     model = lv.lotka_volterra()
@@ -195,7 +199,9 @@ def run_dgm(init_positions: np.ndarray, n_iter: int, *, seed: int = 0, geometry:
     result = dgm.sample(
         model, lv.default_observations(), method=method, n_chains=len(positions), n_warmup=0, n_samples=n_iter,
         seed=seed, step_size=PAPER_PRESET["step_size"], n_steps=PAPER_PRESET["n_step_range"],
-        n_inner=PAPER_PRESET["n_inner_step"], tol=PAPER_PRESET["constraint_tol"], max_newton=50,
+        n_inner=PAPER_PRESET["n_inner_step"], max_newton=50,
+        tol=PAPER_PRESET["constraint_tol"] / max(1.0, float(np.max(np.abs(lv.default_observations()))))
+        if tol is None else tol,
         reverse_check_tol=reverse_check_tol, geometry=geometry, chain_method=chain_method, progress=False,
         initial_positions=positions, **options,
     )
