@@ -5,9 +5,10 @@ MNIST (or loaded from a cache). For a test digit and a model sample the top quar
 observed and the rest in-painted by
 
 (a) constrained HMC (:func:`dgm.sample`, ``method="chmc"``) on the decoder-plus-noise generator ``u = (h, n_O)``,
-    ``x_O = mean(h)[O] + sigma n_O`` (:class:`dgm.vae.generator.DecoderGenerator`), which declares independent
-    structure, so the manifold work runs on the linear-time geometry (an ``L x L`` capacitance, ``L = 50``);
-(b) the paper's baseline: BlackJAX HMC (``method="hmc"``) on the known conditional density
+    ``x_O = mean(h)[O] + sigma n_O`` (:class:`dgm.vae.generator.DecoderGenerator`), which declares additive-noise
+    structure, so the manifold work runs on the linear-time additive geometry (an ``L x L`` capacitance, ``L = 50``),
+    with trajectories of its own length (:data:`CHMC_STEPS`, or ``chmc_method="chmc-dynamic"``);
+(b) the paper's baseline: BlackJAX HMC (``method="hmc"``, :data:`HMC_STEPS`) on the known conditional density
     ``log p(h | x_O) = log N(h; 0, I) + log N(x_O; mean(h)[O], sigma^2 I)``.
 
 Both give draws of ``h``; the unobserved pixels are then drawn from their exact Gaussian given ``h``. Both start from
