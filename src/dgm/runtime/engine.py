@@ -764,10 +764,12 @@ def report(result: Result, progress: bool) -> None:
             )
     if progress:
         failures = ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "none counted"
+        refreshes = result.stats.get("newton_refreshes")  # issue 25: Newton refreshes of stalled projections
+        refreshed = "" if refreshes is None else f"; Newton refreshes {int(np.sum(refreshes))}"
         print(
             f"{result.method}: {result.n_chains} chains x {result.n_draws} draws in {result.wall_time:.2f} s "
             f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance "
-            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; "
+            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}{refreshed}; "
             f"max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )
