@@ -98,7 +98,8 @@ def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", l
 def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
                 reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
                 target_acceptance=0.8, init_max_iterations=100,
-                metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
+                metric="identity", inverse_mass=None, adapt_metric=True,
+                symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
                 jacobian_mode="auto", max_refreshes=2) -> Method:
     """Constrained HMC (Algorithm 1). ``geometry``: ``"auto"`` (by cost, :func:`geometry_kind`), ``"dense"``,
     ``"structured"`` or ``"additive"``; ``jacobian_mode``: ``"auto"`` / ``"forward"`` / ``"reverse"``;
@@ -185,7 +186,8 @@ def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_ma
 def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
                         projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
                         max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100,
-                        metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
+                        metric="identity", inverse_mass=None, adapt_metric=True,
+                        symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
                         jacobian_mode="auto", max_refreshes=2) -> Method:
     """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
     tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
