@@ -87,6 +87,8 @@ class SbibmTask:
         reproduces ``x``: two moons outside the crescent's half-plane).
       multimodal: whether the posterior has several separated modes (chooses the tempered sampler).
       parameter_names: sbibm's labels.
+      symmetries: exact maps ``s`` with ``g(s(u)) = g(u)`` and ``N(s(u)) = N(u)`` that carry one posterior mode onto
+        another (declared to the model only when asked: :meth:`model`).
     """
 
     name: str
@@ -98,6 +100,7 @@ class SbibmTask:
     solve_noise: Callable[[Array, Array], Array]
     multimodal: bool = False
     parameter_names: tuple = ()
+    symmetries: tuple = ()
 
     @property
     def input_dim(self) -> int:
@@ -121,12 +124,17 @@ class SbibmTask:
         score = jnp.where(jnp.all(jnp.isfinite(inputs), axis=1), score, -jnp.inf)
         return inputs[jnp.argmax(score)]
 
-    def model(self) -> GenerativeModel:
-        """The :class:`dgm.GenerativeModel` (latents = ``theta``, exact initialiser)."""
+    def model(self, declare_symmetries: bool = False) -> GenerativeModel:
+        """The :class:`dgm.GenerativeModel` (latents = ``theta``, exact initialiser); with ``declare_symmetries``
+        the task's exact symmetries are declared (:mod:`dgm.symmetry`: constrained HMC then jumps between the modes
+        they connect by exact Metropolis-Hastings moves)."""
+        if declare_symmetries and not self.symmetries:
+            raise ValueError(f"sbibm task {self.name!r} has no symmetries to declare")
         return GenerativeModel(
             generator=self.generator, input_dim=self.input_dim, latents=self.latents, init=self.exact_init,
             parameter_inputs=self.n_parameters, name=f"sbibm/{self.name}",
             latent_names=self.parameter_names or None,
+            symmetries=self.symmetries if declare_symmetries else (),
         )
 
 
@@ -197,21 +205,21 @@ def _two_moons_solve(theta, x):
     return jnp.where(px > 0, jnp.stack([u_a, u_r]), jnp.nan)
 
 
+def two_moons_reflection(u: Array) -> Array:
+    """The exact symmetry ``u -> (-u_1, -u_0, u_2, u_3)`` of the two-moons generator: ``theta -> (-theta_1,
+    -theta_0)`` flips ``z0`` and keeps ``z1``, so ``g`` and ``N(u; 0, I)`` are unchanged (it maps one crescent of the
+    posterior onto the other). An involution, usable as a declared symmetry (:mod:`dgm.symmetry`)."""
+    return jnp.concatenate([jnp.stack([-u[1], -u[0]]), u[2:]])
+
+
 def two_moons() -> SbibmTask:
     """``theta ~ U(-1, 1)^2``; ``a ~ U(-pi/2, pi/2)``, ``r ~ N(0.1, 0.01^2)`` (sbibm ``two_moons``)."""
     return SbibmTask(
         "two_moons", 2, 2, 2,
         parameters=lambda u: uniform_from_normal(u, -1.0, 1.0),
         simulate=_two_moons_simulate, solve_noise=_two_moons_solve, multimodal=True,
-        parameter_names=("theta1", "theta2"),
+        parameter_names=("theta1", "theta2"), symmetries=(two_moons_reflection,),
     )
-
-
-def two_moons_reflection(u: Array) -> Array:
-    """The exact symmetry ``u -> (-u_1, -u_0, u_2, u_3)`` of the two-moons generator: ``theta -> (-theta_1,
-    -theta_0)`` flips ``z0`` and keeps ``z1``, so ``g`` and ``N(u; 0, I)`` are unchanged (it maps one crescent of the
-    posterior onto the other). An involution, usable as a declared symmetry (:mod:`dgm.symmetry`)."""
-    return jnp.concatenate([jnp.stack([-u[1], -u[0]]), u[2:]])
 
 
 # -- slcp -------------------------------------------------------------------------------------------------------------
@@ -243,6 +251,18 @@ def _slcp_solve(theta, x):
     return jax.scipy.linalg.solve_triangular(chol, centred.T, lower=True).T.reshape(-1)
 
 
+def slcp_sign_flip(index: int) -> Callable[[Array], Array]:
+    """``u -> u`` with ``u_index`` negated, ``index`` in {2, 3}: ``theta_index -> -theta_index`` leaves
+    ``s = theta_index^2`` and so ``g`` unchanged (an exact involution of the slcp generator)."""
+    if index not in (2, 3):
+        raise ValueError(f"slcp's sign symmetries act on inputs 2 and 3, got {index!r}")
+    def flip(u: Array) -> Array:
+        return u.at[index].multiply(-1.0)
+
+    flip.__name__ = f"slcp_flip_theta{index + 1}"
+    return flip
+
+
 def slcp() -> SbibmTask:
     """``theta ~ U(-3, 3)^5``, four draws of ``N(m, S(theta))`` (sbibm ``slcp``, simple likelihood complex
     posterior)."""
@@ -250,16 +270,8 @@ def slcp() -> SbibmTask:
         "slcp", 5, 2 * SLCP_DRAWS, 2 * SLCP_DRAWS,
         parameters=lambda u: uniform_from_normal(u, -SLCP_BOUND, SLCP_BOUND),
         simulate=_slcp_simulate, solve_noise=_slcp_solve, multimodal=True,
-        parameter_names=tuple(f"theta{i + 1}" for i in range(5)),
+        parameter_names=tuple(f"theta{i + 1}" for i in range(5)), symmetries=(slcp_sign_flip(2), slcp_sign_flip(3)),
     )
-
-
-def slcp_sign_flip(index: int) -> Callable[[Array], Array]:
-    """``u -> u`` with ``u_index`` negated, ``index`` in {2, 3}: ``theta_index -> -theta_index`` leaves
-    ``s = theta_index^2`` and so ``g`` unchanged (an exact involution of the slcp generator)."""
-    if index not in (2, 3):
-        raise ValueError(f"slcp's sign symmetries act on inputs 2 and 3, got {index!r}")
-    return lambda u: u.at[index].multiply(-1.0)
 
 
 # -- lotka_volterra ---------------------------------------------------------------------------------------------------
