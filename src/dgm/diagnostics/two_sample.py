@@ -14,7 +14,8 @@ classifier cannot tell the samples apart; 1: it separates them perfectly.
 ``k(a, b) = exp(-|a - b|^2 / (2 sigma^2))``, ``sigma`` the median pairwise distance within the first sample
 (sbibm's default ``bandwidth="X"``, ``z_score=False``, ``implementation="tp_sutherland"``):
 
-    MMD^2_u = sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} k(y_i, y_j) / (n (n-1)) - 2 sum_{i,j} k(x_i, y_j) / (m n)
+    MMD^2_u = sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} k(y_i, y_j) / (n (n-1))
+              - 2 sum_{i,j} k(x_i, y_j) / (m n)
 """
 
 from __future__ import annotations

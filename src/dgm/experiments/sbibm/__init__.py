@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in --out/results.json made with the same settings; run the rest")
     parser.add_argument("--list", action="store_true",
-                        help="list the tasks (with the method used) and the tasks left out (with the reason), then stop")
+                        help="list the tasks (with the method used) and the tasks left out (with the reason), "
+                             "then stop")
 
 
 def _preset_name(args) -> str:
