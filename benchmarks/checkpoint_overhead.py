@@ -65,7 +65,7 @@ def overhead(iterations: int, chunk_size: int, repeats: int) -> list[dict]:
 
     import dgm
     from dgm.models.lotka_volterra import default_observations, lotka_volterra
-    from dgm.models.lotka_volterra_experiment import PAPER_PRESET
+    from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET
 
     from dgm.runtime import checkpoint as checkpointing
 

@@ -36,7 +36,7 @@ from dgm.geometry.dense import DenseGeometry  # noqa: E402
 from dgm.integrator import IntegratorSettings, integrate  # noqa: E402
 from dgm.kernels import chmc  # noqa: E402
 from dgm.models.lotka_volterra import default_observations, lotka_volterra  # noqa: E402
-from dgm.models.lotka_volterra_experiment import PAPER_PRESET  # noqa: E402
+from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET  # noqa: E402
 
 
 def main(argv=None):

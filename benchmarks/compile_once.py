@@ -34,7 +34,7 @@ import json, sys, time
 import jax.numpy as jnp, numpy as np
 import dgm
 from dgm.models.lotka_volterra import default_observations, lotka_volterra
-from dgm.models.lotka_volterra_experiment import PAPER_PRESET
+from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET
 
 which, repeats = sys.argv[1], int(sys.argv[2])
 if which == "curved":

@@ -82,7 +82,7 @@ def _lv_starts(n_chains: int, seed: int) -> np.ndarray:
 def lotka_volterra_static_vs_dynamic(chains, warmup, samples, seed):
     import dgm
     from dgm.models import lotka_volterra as lv
-    from dgm.models.lotka_volterra_experiment import PAPER_PRESET
+    from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET
 
     model = lv.lotka_volterra()
     x_obs = lv.default_observations()

@@ -4,7 +4,7 @@ side in one run (issue target: at most ``1 + 0.5 K`` times the VAE's, i.e. each 
 half a VAE training step).
 
 Every model is the same ``dgm vae-benchmark`` architecture (Bernoulli VAE, MLP widths ``--hidden``, latent
-``--latent-dim``), the same compiled epoch (:func:`dgm.vae.benchmark.build_epoch`: Adam, minibatches of 100 in one
+``--latent-dim``), the same compiled epoch (:func:`dgm.vae.objective_training.build_epoch`: Adam, minibatches of 100 in one
 ``lax.scan``) on the same ``--train-size`` binarised images.  After one compiling epoch per model, the epochs are
 timed in rounds -- one epoch of every model per round, in turn -- so that a change in machine load hits all models
 alike; reported: the median over rounds of each model's epoch time and of its ratio to the VAE's epoch time of the
@@ -35,7 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dgm.vae import VAEConfig  # noqa: E402
-from dgm.vae.benchmark import build_epoch, load_binarised  # noqa: E402
+from dgm.datasets import load_binarised  # noqa: E402
+from dgm.vae.objective_training import build_epoch  # noqa: E402
 from dgm.vae.registry import make_objective  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 """The Gaussian-model experiment of Caterini, Doucet & Sejdinovic (2018, section 5 of the paper): parameter error
 ``||Delta_hat - Delta||^2 + ||sigma_hat - sigma||^2`` against the dimension ``d`` for HVAE (K = 1, 10; with and without
 the fixed quadratic tempering), a planar normalizing flow (K = 1, 30) and mean-field Gaussian VB, each learning
-``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.models.hvae_gaussian`).
+``(Delta, sigma)`` by maximising its own ELBO on N = 10,000 observations (:mod:`dgm.experiments.hvae_gaussian`).
 
 The paper ran 30,000 RMSProp iterations at learning rate 1e-3 on 10 data sets per d; the default here is sized for
 about ten minutes on 2 cores (most of it compilation: one program per method and dimension): 3 data sets per d,
@@ -29,7 +29,7 @@ from dgm.threads import configure_cpu_threads  # noqa: E402
 
 THREADS = configure_cpu_threads()
 
-from dgm.models import hvae_gaussian as hg  # noqa: E402
+from dgm.experiments.hvae_gaussian import experiment as hg  # noqa: E402
 
 
 def main(argv=None) -> int:

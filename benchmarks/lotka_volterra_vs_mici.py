@@ -40,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dgm.models import lotka_volterra as lv  # noqa: E402
-from dgm.models.lotka_volterra_experiment import PAPER_PRESET as DGM_PRESET  # noqa: E402
+from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET as DGM_PRESET  # noqa: E402
 
 #: The paper's constrained-HMC preset for the Lotka–Volterra experiment (dgm's one definition) in mici's terms.
 PAPER_PRESET = dict(step_size=DGM_PRESET["step_size"], n_step_range=DGM_PRESET["n_steps"],

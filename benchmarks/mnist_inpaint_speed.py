@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import dgm  # noqa: E402
-from dgm.models import mnist_inpaint as mi  # noqa: E402
+from dgm.experiments.mnist_inpaint import experiment as mi  # noqa: E402
 from dgm.vae.generator import DecoderGenerator  # noqa: E402
 
 

@@ -21,7 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dgm  # noqa: E402
-from dgm.models.pose import experiment as ex  # noqa: E402
+from dgm.experiments.pose import experiment as ex  # noqa: E402
 
 
 def main():

@@ -25,7 +25,7 @@ import argparse  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dgm  # noqa: E402
-from dgm.models.pose import experiment as ex  # noqa: E402
+from dgm.experiments.pose import experiment as ex  # noqa: E402
 from dgm.models.pose.model import NOISE_SCALE  # noqa: E402
 
 

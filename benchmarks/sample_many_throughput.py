@@ -41,7 +41,7 @@ def main(argv=None):
 
     import dgm
     from dgm.models.lotka_volterra import TRUE_PARAMETERS, generator_fn, inputs_from_parameters, lotka_volterra
-    from dgm.models.lotka_volterra_experiment import PAPER_PRESET
+    from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET
 
     import os
 

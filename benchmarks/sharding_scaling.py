@@ -37,7 +37,7 @@ if platform == "cpu":
     jax.config.update("jax_num_cpu_devices", n_devices)
 import dgm
 from dgm.models.lotka_volterra import default_observations, lotka_volterra
-from dgm.models.lotka_volterra_experiment import PAPER_PRESET
+from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET
 from dgm.runtime.sharding import chain_mesh
 
 x = default_observations("semi-implicit")

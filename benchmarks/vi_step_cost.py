@@ -4,7 +4,7 @@ run: MetVAE (K MetFlow kernels), L-MCVAE (K Langevin steps), A-MCVAE (K MALA ste
 rows of ``dgm vae-benchmark`` for reference.
 
 Every model is the same ``dgm vae-benchmark`` architecture (Bernoulli VAE, MLP widths ``--hidden``, latent
-``--latent-dim``) and the same compiled epoch (:func:`dgm.vae.benchmark.build_epoch`: Adam on minibatches of 100
+``--latent-dim``) and the same compiled epoch (:func:`dgm.vae.objective_training.build_epoch`: Adam on minibatches of 100
 in one ``lax.scan``) over ``--train-size`` binarised images, so one epoch is ``train_size / 100`` training steps.
 After one compiling epoch per model the epochs are timed in interleaved rounds (one epoch of every model per round,
 in turn, so that a change in machine load hits all alike); reported: the median over rounds of each model's time
@@ -35,7 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dgm.vae import VAEConfig  # noqa: E402
-from dgm.vae.benchmark import build_epoch, load_binarised  # noqa: E402
+from dgm.datasets import load_binarised  # noqa: E402
+from dgm.vae.objective_training import build_epoch  # noqa: E402
 from dgm.vae.registry import make_objective  # noqa: E402
 
 DEFAULT_MODELS = "vae,iwae5,hvae5,metvae5,lmcvae5,lmcvae10,amcvae3,amcvae5"

@@ -138,7 +138,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         fit(family, lambda z: -0.5 * jnp.sum((z - data) ** 2), steps=1, progress=False)
     from dgm.vae import VAEConfig
-    from dgm.vae.benchmark import train_objective
+    from dgm.vae.objective_training import train_objective
     from dgm.vae.registry import make_objective
 
     config = VAEConfig(data_dim=4, latent_dim=2, hidden=(8,), likelihood="bernoulli")
@@ -186,7 +186,7 @@ def test_vae_benchmark_quick_writes_its_files(tmp_path, capsys):
 
 
 def test_gaussian_model_likelihood_from_sufficient_statistics_is_exact():
-    from dgm.models import hvae_gaussian as hg
+    from dgm.experiments.hvae_gaussian import experiment as hg
 
     rng = np.random.default_rng(4)
     d, n = 3, 40

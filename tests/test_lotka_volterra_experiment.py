@@ -10,7 +10,7 @@ import pytest
 import dgm
 from dgm.cli import main
 from dgm.models.lotka_volterra import TRUE_PARAMETERS, default_observations, lotka_volterra
-from dgm.models.lotka_volterra_experiment import PAPER_PRESET, parse_methods
+from dgm.experiments.lotka_volterra.experiment import PAPER_PRESET, parse_methods
 
 
 @pytest.mark.slow

@@ -172,7 +172,7 @@ def test_bad_masks_and_observations_are_clear_errors():
 def test_missing_or_corrupt_dataset_is_a_clear_error(monkeypatch, tmp_path, capsys):
     from dgm import datasets
     from dgm.cli import main
-    from dgm.models import mnist_inpaint as mi
+    from dgm.experiments.mnist_inpaint import experiment as mi
 
     with pytest.raises(ValueError, match="dataset must be one of"):
         mi.run_experiment(dataset="cifar")

@@ -231,8 +231,8 @@ def test_constrained_and_noisy_hmc_posteriors_agree(tiny_runs):
 
 def test_experiment_pipeline_on_the_tiny_arm(tiny_runs, tmp_path):
     """``dgm pose``'s pieces (equal-time runs, RMSE curves, table, figures, report) at tiny size."""
-    from dgm.models.pose import experiment as ex
-    from dgm.models.pose.report import figures, text_table, write_report
+    from dgm.experiments.pose import experiment as ex
+    from dgm.experiments.pose.report import figures, text_table, write_report
 
     pm, x, _, _ = tiny_runs
     with dgm.float64():

@@ -1,4 +1,4 @@
-"""Which connected components of the manifold do the chains occupy? (issue 16, part 1)
+"""Which connected components of the manifold do the chains occupy?
 
 Constrained HMC moves continuously on ``M = {u : g(u) = x}``, so a chain never leaves the connected component it
 starts in; when ``M`` has several, pooled draws weigh the components by where the chains started, not by their
@@ -260,8 +260,8 @@ def warn_if_stuck(report: Optional[ComponentReport], method: str, stacklevel: in
         "evidence, not proof). Constrained HMC cannot cross between disconnected parts, so the pooled draws weigh "
         "them by where the chains started, not by their posterior mass. Declare the maps between the components as symmetries "
         "(GenerativeModel(..., symmetries=[...]): exact Metropolis-Hastings moves), or sample with "
-        "method='chmc-tempered' (exact tempering over noise scales, which finds undeclared components); see README, "
-        "'Disconnected manifolds'.",
+        "method='chmc-tempered' (exact tempering over noise scales, which finds undeclared components); see the "
+        "documentation, 'Disconnected manifolds' (docs/concepts/components.md).",
         RuntimeWarning,
         stacklevel=stacklevel,
     )

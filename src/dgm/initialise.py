@@ -33,11 +33,8 @@ import numpy as np
 
 from dgm.geometry.base import minimum_norm_step, newton_iterate
 from dgm.geometry.dense import DenseGeometry
+from dgm.errors import ManifoldInitialisationError  # defined in dgm.errors; importable from here as before
 from dgm.model import GenerativeModel
-
-
-class ManifoldInitialisationError(ValueError):
-    """No point within the tolerance of the manifold was found."""
 
 
 _BACKTRACK = 2.0 ** -np.arange(12)

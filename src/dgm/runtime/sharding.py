@@ -1,11 +1,13 @@
 """Chains (or observations) laid out over a 1-D device mesh with ``jax.sharding``; the same code on one host or many.
 
-``dgm.sample(..., chain_method="sharded")`` runs the driver's compiled chunk program (:func:`dgm.driver._chunk_program`)
-under ``jax.shard_map`` over a one-axis :class:`jax.sharding.Mesh`: every per-chain array (states, dual-averaging
-state, metric state, step sizes) has its leading chain axis split over the devices (``NamedSharding(mesh, P(axis))``),
-the observation, keys and flags are replicated, and each device ``vmap``s its own ``n_chains / n_devices`` chains.
-Nothing is communicated between devices inside the program (chains are independent); the recorded draws are
-brought to the host after each chunk (:func:`to_host`: an all-gather across processes when the mesh spans hosts).
+``dgm.sample(..., chain_method="sharded")`` runs the engine's compiled chunk program
+(:func:`dgm.runtime.engine.chunk_program`, passed in as an argument: nothing here imports the engine) under
+``jax.shard_map`` over a one-axis :class:`jax.sharding.Mesh`: every per-chain array (states, dual-averaging state,
+metric state, step sizes) has its leading chain axis split over the devices (``NamedSharding(mesh, P(axis))``), the
+observation, keys and flags are replicated, and each device ``vmap``s its own ``n_chains / n_devices`` chains.
+Nothing is communicated between devices inside the program (chains are independent); the recorded draws are brought
+to the host after each chunk (:func:`to_host`: an all-gather across processes when the mesh spans hosts).
+
 
 **Same draws on any layout.** The single-device program gives chain ``c`` the transition key
 ``random.split(key, n_chains)[c]``; the sharded one computes the same global split on every device and takes its
@@ -129,15 +131,19 @@ def sharded_program(fn: Callable, mesh: Mesh, sharded: Sequence[bool], out_specs
     return run
 
 
-def sharded_chain_programs(method_at, model, n_chains: int, chunk_size: int, mesh: Mesh, da_like, x, mm_like):
-    """The driver's ``(init, chunk)`` programs with the chains split over ``mesh`` (see the module docstring).
+def sharded_chain_programs(chunk_program: Callable, method_at, model, n_chains: int, chunk_size: int, mesh: Mesh,
+                           da_like, x, mm_like):
+    """The engine's ``(init, chunk)`` programs with the chains split over ``mesh`` (see the module docstring).
+
+    ``chunk_program(method_at, model, n_chains, chunk_size, chain_method, chain_keys=...)`` builds the per-device
+    chunk function (:func:`dgm.runtime.engine.chunk_program`); here it gets this device's ``n_chains / n_devices``
+    chains and their slice of the global key split.
 
     ``init(positions, x_obs) -> states`` and ``chunk(states, da_state, mm_state, step_sizes, key, x_obs, adapt,
     n_active, n_sub, schedule) -> (states, da_state, mm_state, outputs)`` take and return the same global shapes as
-    the single-device programs of :func:`dgm.driver._compiled_programs`; ``outputs`` come back as NumPy arrays.
+    the single-device programs of :func:`dgm.runtime.engine.compile_programs`; ``outputs`` come back as NumPy
+    arrays.
     """
-    from dgm.driver import _chunk_program
-
     axis = _axis(mesh)
     n_local = check_chain_layout(n_chains, mesh)
 
@@ -152,7 +158,7 @@ def sharded_chain_programs(method_at, model, n_chains: int, chunk_size: int, mes
     states_like = jax.eval_shape(init_fn, positions_like, x)
     chains, whole = PartitionSpec(axis), PartitionSpec()
     init = sharded_program(init_fn, mesh, (True, False), chains, (positions_like, x))
-    run = _chunk_program(method_at, model, n_local, chunk_size, "sharded", chain_keys=chain_keys)
+    run = chunk_program(method_at, model, n_local, chunk_size, "sharded", chain_keys=chain_keys)
     scalar_int = jax.ShapeDtypeStruct((), jnp.int32)
     example = (states_like, da_like, mm_like, jax.ShapeDtypeStruct((n_chains,), jnp.float64),
                jax.ShapeDtypeStruct((2,), jnp.uint32), x, jax.ShapeDtypeStruct((), jnp.bool_), scalar_int,

@@ -8,6 +8,8 @@
 * :func:`elbo`, :func:`iwae`, :func:`log_likelihood` (:mod:`dgm.vae.objectives`) — ELBO, IWAE bound and the
   importance-sampled log p(x) with float64 accumulation;
 * :func:`train` (:mod:`dgm.vae.train`) — Adam, shuffled minibatches, validation early stopping, progress bar;
+* training objectives by name (:mod:`dgm.vae.registry`: ``vae``, ``iwaeK``, ``hvaeK``, ``lmcvaeK``, ...) and
+  :func:`dgm.vae.objective_training.train_objective`, which trains any of them like for like;
 * :func:`save` / :func:`load` (:mod:`dgm.vae.checkpoint`) — equinox leaves + hyper-parameter JSON, checked.
 
 Training runs in float32 by default; log-likelihoods are accumulated in float64.
@@ -18,6 +20,11 @@ from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 from dgm.vae.objectives import elbo, iwae, log_likelihood, log_weights
 from dgm.vae.train import TrainHistory, evaluate, train
+
+# The built-in training objectives register themselves with dgm.vae.registry when imported; importing them here
+# makes make_objective("hvae5") / ("lmcvae5") work whatever the caller imported first.
+from dgm.vae import hvae as _registers_hvae  # noqa: E402,F401  (hvaeK, hvaeK-t, hvaeK-free)
+from dgm.vae import mcmc_objectives as _registers_mcmc  # noqa: E402,F401  (metvae[K], lmcvaeK, amcvaeK)
 
 __all__ = ["VAEConfig", "VAE", "train", "evaluate", "TrainHistory", "save", "load", "read_metadata",
            "CheckpointError", "elbo", "iwae", "log_likelihood", "log_weights"]

@@ -8,16 +8,13 @@
 
 ``load("model.eqx")`` rebuilds a VAE of the stored shape from the JSON and reads the parameters into it.  A missing
 or corrupt file, a checksum mismatch, leaves that do not fit the stored hyper-parameters, or a stored config that
-differs from ``expect`` raise :class:`CheckpointError` naming what went wrong.  Both files are written atomically
-(temporary file + rename).
+differs from ``expect`` raise :class:`dgm.errors.CheckpointError` naming what went wrong.  Both files are
+written atomically (:func:`dgm.fileio.atomic_write`: temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,16 +22,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from dgm.errors import CheckpointError
+from dgm.fileio import atomic_write, sha256_file
 from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 
 FORMAT = "dgm.vae/1"
 
 __all__ = ["CheckpointError", "save", "load", "read_metadata", "hyperparameters_path"]
-
-
-class CheckpointError(ValueError):
-    """A VAE checkpoint is missing, corrupt or does not match what was asked for."""
 
 
 def hyperparameters_path(path) -> Path:
@@ -45,27 +40,6 @@ def hyperparameters_path(path) -> Path:
     return path.with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save(path, vae: VAE, *, metadata: Optional[dict] = None) -> Path:
     """Write ``vae`` to ``path`` (parameters) and ``path.with_suffix('.json')`` (hyper-parameters); returns ``path``.
     ``metadata``: any JSON-serialisable dict stored with the hyper-parameters (read it back with
@@ -74,18 +48,18 @@ def save(path, vae: VAE, *, metadata: Optional[dict] = None) -> Path:
         raise TypeError(f"save needs a dgm.vae.VAE, got {type(vae).__name__}")
     path = Path(path)
     json_path = hyperparameters_path(path)
-    _atomic_write(path, lambda f: eqx.tree_serialise_leaves(f, vae))
+    atomic_write(path, lambda f: eqx.tree_serialise_leaves(f, vae))
     record = {
         "format": FORMAT,
         "dgm_version": _version(),
         "dtype": str(vae.log_sigma.dtype),
         "config": vae.config.to_dict(),
         "parameters_file": path.name,
-        "parameters_sha256": _sha256(path),
+        "parameters_sha256": sha256_file(path),
         "metadata": metadata or {},
     }
     text = json.dumps(record, indent=2, sort_keys=True).encode()
-    _atomic_write(json_path, lambda f: f.write(text))
+    atomic_write(json_path, text)
     return path
 
 
@@ -130,7 +104,7 @@ def load(path, *, expect: Optional[VAEConfig] = None) -> VAE:
         if diff:
             lines = ", ".join(f"{k}: expected {a!r}, stored {b!r}" for k, (a, b) in sorted(diff.items()))
             raise CheckpointError(f"VAE checkpoint {path} has different hyper-parameters ({lines})")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != record["parameters_sha256"]:
         raise CheckpointError(f"VAE checkpoint {path} is corrupt or was modified: sha256 {actual} does not match "
                               f"{record['parameters_sha256']} recorded in {hyperparameters_path(path)}")

@@ -14,8 +14,8 @@ family                  ``q(z | x)`` from encoder outputs ``a``     prior ``p(z)
 the others are reparameterised by implicit differentiation (Figurnov, Mohamed & Mnih 2018, eq. 6) through
 :class:`dgm.vi.von_mises.VonMises` and :mod:`dgm.vi.distributions` (Gamma, Dirichlet), so the ELBO's gradient needs no
 score function.  A von Mises latent is fed to the decoder as ``(cos z, sin z)`` so the decoder is periodic in every
-angle: the latent space *is* a torus.  :class:`Normal` is written here (a two-line location-scale family with the
-same ``rsample``/``log_prob`` interface as the project's other distributions).
+angle: the latent space *is* a torus.  The Gaussian family is :class:`dgm.vi.distributions.Normal` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -26,44 +26,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from dgm.vi.distributions import Dirichlet, Distribution, Gamma
+from dgm.vi.distributions import Dirichlet, Distribution, Gamma, Normal
 from dgm.vi.von_mises import VonMises
 
 __all__ = ["Normal", "UniformTorus", "encoder_output_dim", "posterior", "prior", "decoder_input_dim", "decoder_input",
            "log_prob", "rsample"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-class Normal(Distribution):
-    """Diagonal Gaussian ``N(loc, scale^2)`` with the classic reparameterisation ``z = loc + scale * eps``."""
-
-    loc: jax.Array
-    scale: jax.Array
-
-    def __init__(self, loc, scale):
-        self.loc = jnp.asarray(loc)
-        self.scale = jnp.asarray(scale)
-
-    @property
-    def batch_shape(self):
-        return jnp.broadcast_shapes(jnp.shape(self.loc), jnp.shape(self.scale))
-
-    @property
-    def event_shape(self):
-        return ()
-
-    def rsample(self, key, sample_shape=()):
-        shape = self._shape(sample_shape)
-        eps = jax.random.normal(key, shape, dtype=jnp.result_type(self.loc, self.scale))
-        return self.loc + self.scale * eps
-
-    def log_prob(self, x):
-        u = (x - self.loc) / self.scale
-        return -0.5 * u * u - jnp.log(self.scale) - 0.5 * _LOG_2PI
-
-    def mean(self):
-        return jnp.broadcast_to(self.loc, self.batch_shape)
 
 
 class UniformTorus(Distribution):

@@ -1,4 +1,4 @@
-r"""The registry of VAE training objectives compared by ``dgm vae-benchmark`` (:mod:`dgm.vae.benchmark`).
+r"""The registry of VAE training objectives compared by ``dgm vae-benchmark`` (:mod:`dgm.experiments.vae_benchmark`).
 
 Every row of the benchmark table is one *objective*: a lower bound on ``log p(x)`` that trains the shared VAE
 (same :class:`~dgm.vae.VAEConfig` encoder/decoder, epochs, optimiser and data for all rows), possibly together with
@@ -25,9 +25,10 @@ Registering a new method (e.g. from ``dgm/vae/mcvae.py``)::
 
     register_objective(r"lmcvae(?P<k>\d+)", _make_lmcvae, example="lmcvae5", help="Langevin MCVAE with K steps")
 
-and import that module from :mod:`dgm.vae.benchmark` (the one line ``import dgm.vae.mcvae  # registers ...``) so
-that ``dgm vae-benchmark --models vae,lmcvae5`` finds it; ``dgm vae-benchmark --help`` lists every registered
-pattern with its help text.  Patterns must match the whole model name; a name matching two patterns is an error.
+and import that module from :mod:`dgm.experiments.vae_benchmark.experiment` (the one line
+``import dgm.vae.mcvae  # registers ...``) so that ``dgm vae-benchmark --models vae,lmcvae5`` finds it;
+``dgm vae-benchmark --help`` lists every registered pattern with its help text.  Patterns must match the whole
+model name; a name matching two patterns is an error.
 
 Built in here: ``vae`` (ELBO, one draw; Kingma & Welling 2014) and ``iwaeK`` (the K-sample IWAE bound, Burda et al.
 2016); :mod:`dgm.vae.hvae` registers ``hvaeK``, ``hvaeK-t`` and ``hvaeK-free``.
@@ -44,7 +45,8 @@ from jax.scipy.special import logsumexp
 
 from dgm.vae.objectives import log_weights as _encoder_log_weights
 
-__all__ = ["Objective", "register_objective", "make_objective", "registered", "encoder_log_weights"]
+__all__ = ["Objective", "register_objective", "make_objective", "check_model_name", "registered",
+           "encoder_log_weights"]
 
 
 class Objective(NamedTuple):
@@ -82,9 +84,7 @@ def registered() -> list:
     return [(e.pattern.pattern, e.example, e.help) for e in _REGISTRY]
 
 
-def make_objective(name: str, config, key) -> Objective:
-    """The :class:`Objective` for model name ``name`` (e.g. ``"iwae5"``), built for ``config`` with ``key`` (for
-    any extra parameters).  Unknown or ambiguous names raise ``ValueError`` listing what is known."""
+def _lookup(name: str):
     if not isinstance(name, str) or not name:
         raise ValueError(f"a model name must be a non-empty string, got {name!r}")
     hits = [(e, m) for e in _REGISTRY if (m := e.pattern.fullmatch(name))]
@@ -94,7 +94,19 @@ def make_objective(name: str, config, key) -> Objective:
     if len(hits) > 1:
         raise ValueError(f"model {name!r} matches several registered patterns: "
                          f"{[e.pattern.pattern for e, _ in hits]}")
-    entry, match = hits[0]
+    return hits[0]
+
+
+def check_model_name(name: str) -> None:
+    """Raise the ``ValueError`` of :func:`make_objective` for an unknown or ambiguous name, without building
+    anything (so a typo is refused before any data is loaded)."""
+    _lookup(name)
+
+
+def make_objective(name: str, config, key) -> Objective:
+    """The :class:`Objective` for model name ``name`` (e.g. ``"iwae5"``), built for ``config`` with ``key`` (for
+    any extra parameters).  Unknown or ambiguous names raise ``ValueError`` listing what is known."""
+    entry, match = _lookup(name)
     objective = entry.factory(match.groupdict(), config, key)
     if not isinstance(objective, Objective):
         raise TypeError(f"the factory for {entry.pattern.pattern!r} returned {type(objective).__name__}, "

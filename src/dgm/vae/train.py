@@ -24,7 +24,7 @@ from dgm.vae.config import VAEConfig
 from dgm.vae.networks import VAE
 from dgm.vae.objectives import check_data, objective_fn
 
-__all__ = ["TrainHistory", "train", "evaluate"]
+__all__ = ["TrainHistory", "TrainingBar", "adam_epoch", "train", "evaluate"]
 
 
 class TrainHistory(NamedTuple):
@@ -41,7 +41,7 @@ class TrainHistory(NamedTuple):
     k: int
 
 
-class _Bar:
+class TrainingBar:
     """A tqdm bar over training steps, fed from inside the compiled epoch by ``jax.debug.callback``."""
 
     def __init__(self, total: int, description: str, enabled: bool):
@@ -148,7 +148,7 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     optimiser = optax.adam(learning_rate)
     params, static = eqx.partition(vae, eqx.is_inexact_array)
     opt_state = optimiser.init(params)
-    bar = _Bar(epochs * n_steps, f"VAE ({objective}{'' if k == 1 else f', k={k}'})", progress)
+    bar = TrainingBar(epochs * n_steps, f"VAE ({objective}{'' if k == 1 else f', k={k}'})", progress)
 
     def loss(params, xb, key):
         return -jnp.mean(fn(eqx.combine(params, static), xb, key, k))
@@ -188,12 +188,12 @@ def train(config_or_vae: Union[VAEConfig, VAE], train_x, valid_x=None, *, epochs
     return best, history
 
 
-def adam_epoch(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "_Bar"):
+def adam_epoch(loss, optimiser, n: int, batch_size: int, shuffle_key, step_key, bar: "TrainingBar"):
     """The compiled training epoch: ``run_epoch(params, opt_state, xs, epoch) -> (params, opt_state, mean objective)``,
     ``floor(n / batch_size)`` optimiser steps on ``loss(params, xb, key)`` over the permutation
     ``permutation(fold_in(shuffle_key, epoch), n)`` of the ``n`` rows of ``xs``, minibatch ``i`` drawing its noise
     from ``fold_in(fold_in(step_key, epoch), i)``, all in one ``lax.scan``; the running objective goes to ``bar``
-    about ten times an epoch. Shared by :func:`train` and :mod:`dgm.vae.benchmark`."""
+    about ten times an epoch. Shared by :func:`train` and :func:`dgm.vae.objective_training.train_objective`."""
     n_steps = n // batch_size
 
     @jax.jit

@@ -1,4 +1,4 @@
-r"""Reparameterisable Gamma, Beta and Dirichlet distributions on top of ``jax.random``.
+r"""Reparameterisable Normal, Gamma, Beta and Dirichlet distributions on top of ``jax.random``.
 
 All distributions share one interface so that a VAE can swap its latent family:
 
@@ -39,6 +39,7 @@ Note: in float64, ``Gamma(alpha)`` draws underflow to exactly 0 with probability
 from __future__ import annotations
 
 import abc
+import math
 from typing import Sequence
 
 import equinox as eqx
@@ -50,7 +51,8 @@ from jax.scipy.special import betainc, betaln, gammainc, gammaln
 
 Array = jax.Array
 
-__all__ = ["Distribution", "Gamma", "Beta", "Dirichlet", "gamma_rsample", "loggamma_rsample", "check_positive", "float_dtype"]
+__all__ = ["Distribution", "Normal", "Gamma", "Beta", "Dirichlet", "gamma_rsample", "loggamma_rsample",
+           "check_positive", "float_dtype"]
 
 
 def float_dtype(*args):
@@ -161,6 +163,40 @@ class Distribution(eqx.Module):
 
     def _shape(self, sample_shape) -> tuple:
         return tuple(sample_shape) + tuple(self.batch_shape)
+
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Normal(Distribution):
+    """Diagonal Gaussian ``N(loc, scale^2)`` with the classic reparameterisation ``z = loc + scale * eps``."""
+
+    loc: jax.Array
+    scale: jax.Array
+
+    def __init__(self, loc, scale):
+        self.loc = jnp.asarray(loc)
+        self.scale = jnp.asarray(scale)
+
+    @property
+    def batch_shape(self):
+        return jnp.broadcast_shapes(jnp.shape(self.loc), jnp.shape(self.scale))
+
+    @property
+    def event_shape(self):
+        return ()
+
+    def rsample(self, key, sample_shape=()):
+        shape = self._shape(sample_shape)
+        eps = jax.random.normal(key, shape, dtype=jnp.result_type(self.loc, self.scale))
+        return self.loc + self.scale * eps
+
+    def log_prob(self, x):
+        u = (x - self.loc) / self.scale
+        return -0.5 * u * u - jnp.log(self.scale) - 0.5 * LOG_2PI
+
+    def mean(self):
+        return jnp.broadcast_to(self.loc, self.batch_shape)
 
 
 class Gamma(Distribution):

@@ -203,7 +203,7 @@ def log_weight(flow: HamiltonianFlow, log_target, z0, gamma0, log_q0_z0) -> Flow
 
 def sample(flow: HamiltonianFlow, log_target, q0, key, n: int) -> FlowOutput:
     """``n`` draws through the flow from ``q0`` (anything with ``rsample(key, (n,))`` and ``log_prob``, e.g.
-    :class:`dgm.vae.latents.Normal`); fields of the :class:`FlowOutput` have a leading axis ``n``."""
+    :class:`dgm.vi.distributions.Normal`); fields of the :class:`FlowOutput` have a leading axis ``n``."""
     n = _check_positive_int("n", n)
     k_z, k_g = jax.random.split(key)
     z0 = q0.rsample(k_z, (n,))

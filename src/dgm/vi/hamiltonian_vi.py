@@ -27,7 +27,7 @@ import optax
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from dgm.vae.latents import Normal
+from dgm.vi.distributions import Normal
 from dgm.vi import hamiltonian_flow as hf
 
 __all__ = ["HamiltonianVI", "fit"]

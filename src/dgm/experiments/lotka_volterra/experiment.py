@@ -24,13 +24,13 @@ import numpy as np
 
 PAPER_PRESET = {"step_size": 0.25, "n_steps": (4, 8), "n_inner": 3, "tol": 1e-8}
 ADAPTIVE_PRESET = {"step_size": None, "n_steps": (4, 8), "n_inner": 1, "tol": 1e-8}
-PRESETS = {"paper": PAPER_PRESET, "adaptive": ADAPTIVE_PRESET}
+CHMC_PRESETS = {"paper": PAPER_PRESET, "adaptive": ADAPTIVE_PRESET}
 """The constrained-HMC settings of the experiment: the one definition (the CLI, benchmarks and tests import it)."""
 
 
 def describe_preset(name: str) -> str:
     """``"step size 0.25, N_s ~ U{4..8}, 3 geodesic sub-steps, tol 1e-08"`` (for help texts and reports)."""
-    preset = PRESETS[name]
+    preset = CHMC_PRESETS[name]
     step = "adapted step size" if preset["step_size"] is None else f"step size {preset['step_size']:g}"
     lo, hi = preset["n_steps"]
     sub = "sub-step" if preset["n_inner"] == 1 else "sub-steps"
@@ -107,7 +107,7 @@ def run_experiment(specs, *, chains=4, warmup=200, samples=2000, abc_samples=500
         return {"checkpoint": directory, "resume": directory if resume is not None else None,
                 "checkpoint_every": checkpoint_every}
 
-    settings = PRESETS[preset]
+    settings = CHMC_PRESETS[preset]
     x_obs = default_observations(step)
     model = dataclasses.replace(lotka_volterra(x_obs, step=step), latent_names=PARAMETER_NAMES)
     results = {}

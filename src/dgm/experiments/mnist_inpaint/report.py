@@ -1,4 +1,4 @@
-"""Figures 6-7 and report.md of the MNIST in-painting experiment (:mod:`dgm.models.mnist_inpaint`).
+"""Figures 6-7 and report.md of the MNIST in-painting experiment (:mod:`dgm.experiments.mnist_inpaint.experiment`).
 
 Images are drawn as in the paper: the observed region black-on-white (inverted intensities), the in-painted region
 white-on-black, with a red line at the boundary.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgm.models import mnist_inpaint as mi
+from dgm.experiments.mnist_inpaint import experiment as mi
 
 
 def _render(images: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tables, figures and files of ``dgm vae-benchmark`` (:mod:`dgm.vae.benchmark`).
+"""Tables, figures and files of ``dgm vae-benchmark`` (:mod:`dgm.experiments.vae_benchmark.experiment`).
 
 * :func:`summary` -- one row per model: test NLL mean +- s.d. over seeds (nats; each seed's value is the mean over
   test images of ``-log p(x)`` estimated by importance sampling), the last validation bound, seconds per epoch

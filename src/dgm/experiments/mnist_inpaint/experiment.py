@@ -49,7 +49,7 @@ class DataSpec:
     hidden: tuple
     epochs: int
     quick_epochs: int
-    quick_train: int  # training images in --quick
+    quick_train: int  # training images of the short training (--vae-training short, in --quick)
 
 
 DATASETS = {

@@ -44,7 +44,8 @@ __all__ = ["METHODS", "DIMS", "DEFAULTS", "QUICK", "true_parameters", "simulate"
 DIMS = (1, 2, 3, 5, 11, 25, 51, 101, 201, 301)
 METHODS = ("hvae-1", "hvae-1-t", "hvae-10", "hvae-10-t", "nf-1", "nf-30", "vb")
 _LOG_2PI = math.log(2.0 * math.pi)
-# default run (about ten minutes of CPU on 2 cores) and --quick; the paper: 10 data sets, 30,000 iterations, lr 1e-3
+# default run (about ten minutes of CPU on 2 cores) and --quick; the paper (--paper): 10 data sets, 30,000 iterations,
+# lr 1e-3
 DEFAULTS = dict(n_datasets=3, iterations=2000, learning_rate=1e-2, samples=10, n_obs=10_000)
 QUICK = dict(dims=(1, 5, 25), n_datasets=2, iterations=300)
 

@@ -1,4 +1,4 @@
-"""Figures, tables and ``report.md`` of the pose experiment (:mod:`dgm.models.pose.experiment`)."""
+"""Figures, tables and ``report.md`` of the pose experiment (:mod:`dgm.experiments.pose.experiment`)."""
 
 from __future__ import annotations
 
