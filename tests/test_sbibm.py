@@ -7,11 +7,9 @@ standard normal over the ten observations, and for ``gaussian_linear`` the refer
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,25 +221,21 @@ def test_mmd_definition():
 # -- the command ------------------------------------------------------------------------------------------------------
 @needs_sbibm
 def test_quick_run_writes_its_outputs(tmp_path, capsys):
+    """``dgm sbibm --quick`` in-process, through the command line."""
     import json
 
-    import dgm.experiments.sbibm as experiment
+    from dgm.cli import UserMistake, main
 
-    parser = argparse.ArgumentParser()
-    for flag in ("--quick", "--paper", "--no-progress"):
-        parser.add_argument(flag, action="store_true")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    experiment.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--no-progress", "--out", str(tmp_path)])
-    assert experiment.run(args) == 0
+    assert main(["sbibm", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     (run,) = results["runs"]
-    assert run["task"] == "two_moons" and run["method"] == "chmc-tempered"
+    assert run["task"] == "two_moons" and run["method"] == "chmc-tempered" and results["settings"]["c2st_draws"] == 1000
     assert 0.45 < run["c2st"] <= 1.0 and np.isfinite(run["mmd"])  # the score's quality is the benchmark's business
     assert np.load(tmp_path / "draws" / "two_moons_obs1_seed0.npy").shape == (1000, 2)
     for name in ("report.md", "table.txt", "c2st.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "C2ST" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no differentiable generator"):
-        experiment.run(parser.parse_args(["--quick", "--tasks", "sir", "--out", str(tmp_path)]))
+    with pytest.raises(UserMistake, match="no differentiable generator"):
+        main(["sbibm", "--quick", "--tasks", "sir", "--out", str(tmp_path)])
+    with pytest.raises(UserMistake, match="fewer than --c2st-draws"):
+        main(["sbibm", "--quick", "--samples", "10", "--out", str(tmp_path)])

@@ -54,26 +54,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dgm.models.sbibm.tasks import TASKS
 
     parser.add_argument("--tasks", default=None,
-                        help=f"comma-separated tasks, or 'all' ({', '.join(TASKS)}); default: all")
+                        help=f"comma-separated tasks, or 'all' ({', '.join(TASKS)})")
     parser.add_argument("--observations", default=None,
-                        help="sbibm observation numbers: '1', '1,3', '1-10'; default: 1 (--all: 1-10)")
+                        help="sbibm observation numbers: '1', '1,3', '1-10' (--all: 1-10)")
     parser.add_argument("--all", action="store_true",
                         help="all 5 tasks x 10 observations (the benchmark's full grid)")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per task x observation (seed, seed+1, ...; default 1, --paper 3)")
-    parser.add_argument("--chains", type=int, default=None, help="chains per run (default 4)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations per chain (default 500)")
+                        help="seeds per task x observation: --seed, --seed + 1, ... (--paper: 3)")
+    parser.add_argument("--chains", type=int, default=None, help="chains per run")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations per chain (discarded)")
     parser.add_argument("--samples", type=int, default=None,
-                        help="draws kept per chain (default 2500: 4 x 2500 = the 10,000 C2ST draws)")
-    parser.add_argument("--thin", type=int, default=None, help="iterations per kept draw (default 2)")
+                        help="draws kept per chain (4 x 2500 = the 10,000 C2ST draws)")
+    parser.add_argument("--thin", type=int, default=None, help="iterations per kept draw")
     parser.add_argument("--c2st-draws", type=int, default=None,
                         help="reference draws and dgm draws (thinned evenly from all chains) given to C2ST and MMD; "
-                             "sbibm uses 10,000 (the default)")
-    parser.add_argument("--no-mmd", dest="mmd", action="store_false", default=None,
-                        help="skip MMD (C2ST only)")
+                             "sbibm uses 10,000")
+    parser.add_argument("--mmd", action=argparse.BooleanOptionalAction, default=None,
+                        help="also score MMD (sbibm's unbiased MMD^2; --no-mmd: C2ST only)")
     parser.add_argument("--method", action="append", default=[], metavar="TASK=METHOD",
-                        help="run METHOD (a dgm.sample method) on TASK instead of the default "
-                             + ", ".join(f"{t}={m}" for t, m in METHODS.items()))
+                        help="run METHOD (a dgm.sample method; METHOD+symmetries on two_moons or slcp also declares "
+                             "the task's exact symmetries, flipped with probability 1/2) on TASK instead of the "
+                             "default " + ", ".join(f"{t}={m}" for t, m in METHODS.items()))
     parser.add_argument("--baselines", type=Path, default=None, metavar="CSV",
                         help="published C2ST numbers to draw beside dgm's (columns task,algorithm,c2st)")
     parser.add_argument("--resume", action="store_true",
@@ -83,19 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "then stop")
 
 
-def _preset_name(args) -> str:
-    if getattr(args, "quick", False):
-        return "quick"
-    if getattr(args, "paper", False):
-        return "paper"
-    return "default"
-
-
 def _fill_preset(args) -> argparse.Namespace:
-    """Options left unset take the chosen preset's values (cli.py does the same; this keeps ``run(args)`` right
-    when called directly)."""
+    """Options still unset take the preset's values (:mod:`dgm.cli` has already applied them; this keeps
+    ``run(args)`` right when called with a bare namespace), and ``--all`` widens to 5 tasks x 10 observations."""
+    size = getattr(args, "size", None) or ("quick" if getattr(args, "quick", False)
+                                           else "paper" if getattr(args, "paper", False) else "default")
     values = dict(vars(args))
-    for key, value in PRESETS[_preset_name(args)].items():
+    for key, value in PRESETS[size].items():
         if values.get(key) is None:
             values[key] = value
     if values.get("all"):
@@ -126,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from dgm.experiments.sbibm.experiment import (
         TARGET_C2ST, Run, parse_methods, parse_observations, parse_tasks, run_one,
     )
+    from dgm.experiments.options import require_at_least
     from dgm.experiments.sbibm.report import (
         figure, read_baselines, summary_table, table, write_report, write_results,
     )
@@ -139,11 +135,8 @@ def run(args: argparse.Namespace) -> int:
     sbibm_root()  # a clear error with the install command before anything runs
     tasks = parse_tasks(args.tasks)
     observations = parse_observations(args.observations)
-    for name in ("seeds", "chains", "samples", "thin", "c2st_draws"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    require_at_least(args, 1, "seeds", "chains", "samples", "thin", "c2st_draws")
+    require_at_least(args, 0, "warmup")
     if args.chains * args.samples < args.c2st_draws:
         raise ValueError(f"--chains x --samples = {args.chains * args.samples} draws is fewer than --c2st-draws "
                          f"{args.c2st_draws}")
