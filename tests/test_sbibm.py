@@ -239,3 +239,14 @@ def test_quick_run_writes_its_outputs(tmp_path, capsys):
         main(["sbibm", "--quick", "--tasks", "sir", "--out", str(tmp_path)])
     with pytest.raises(UserMistake, match="fewer than --c2st-draws"):
         main(["sbibm", "--quick", "--samples", "10", "--out", str(tmp_path)])
+
+
+def test_independent_structure_declaration_computes_the_generator():
+    """The linear-time declaration (x_i = observe(shared(u_theta), v_i, i)) computes the same x as the generator."""
+    rng = np.random.default_rng(4)
+    for name in ("gaussian_linear", "gaussian_linear_uniform"):
+        model = get_task(name).model()
+        with dgm.float64():
+            u = rng.standard_normal((3, model.input_dim))
+            model.structure.check_generator(model.generator, u, name=name)
+            assert np.allclose(jax.vmap(model.structure.generator)(jnp.asarray(u)), jax.vmap(model.generator)(u))

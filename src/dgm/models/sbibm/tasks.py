@@ -87,6 +87,10 @@ class SbibmTask:
         reproduces ``x``: two moons outside the crescent's half-plane).
       multimodal: whether the posterior has several separated modes (chooses the tempered sampler).
       parameter_names: sbibm's labels.
+      shared, observe: for tasks whose outputs are independent given the parameters (``x_i = observe(z, v_i, i)``
+        with one noise input ``v_i`` per output and ``z = shared(u_theta)``): the declaration of
+        :func:`dgm.structure.independent_structure`, so constrained HMC runs the linear-time geometry and
+        differentiates the expensive shared part (the Lotka-Volterra ODE) along the ``n_parameters`` inputs only.
       symmetries: exact maps ``s`` with ``g(s(u)) = g(u)`` and ``N(s(u)) = N(u)`` that carry one posterior mode onto
         another (declared to the model only when asked: :meth:`model`).
     """
@@ -101,6 +105,8 @@ class SbibmTask:
     multimodal: bool = False
     parameter_names: tuple = ()
     symmetries: tuple = ()
+    shared: Callable[[Array], Array] | None = None
+    observe: Callable[[Array, Array, Array], Array] | None = None
 
     @property
     def input_dim(self) -> int:
@@ -130,10 +136,16 @@ class SbibmTask:
         they connect by exact Metropolis-Hastings moves)."""
         if declare_symmetries and not self.symmetries:
             raise ValueError(f"sbibm task {self.name!r} has no symmetries to declare")
+        structure = None
+        if self.shared is not None:
+            from dgm.structure import independent_structure
+
+            structure = independent_structure(self.observe, self.n_data, self.shared, self.n_parameters,
+                                              noise_dim=1, indexed=True)
         return GenerativeModel(
             generator=self.generator, input_dim=self.input_dim, latents=self.latents, init=self.exact_init,
             parameter_inputs=self.n_parameters, name=f"sbibm/{self.name}",
-            latent_names=self.parameter_names or None,
+            latent_names=self.parameter_names or None, structure=structure,
             symmetries=self.symmetries if declare_symmetries else (),
         )
 
@@ -153,25 +165,37 @@ def _gaussian_noise_solve(theta, x):
     return (x - theta) / math.sqrt(GAUSSIAN_LINEAR_NOISE_VARIANCE)
 
 
+def _gaussian_noise_observe(theta, v, i):
+    return theta[i][None] + math.sqrt(GAUSSIAN_LINEAR_NOISE_VARIANCE) * v
+
+
+def _gaussian_linear_prior(u):
+    return math.sqrt(GAUSSIAN_LINEAR_PRIOR_VARIANCE) * u
+
+
+def _uniform_prior(u):
+    return uniform_from_normal(u, -GAUSSIAN_LINEAR_UNIFORM_BOUND, GAUSSIAN_LINEAR_UNIFORM_BOUND)
+
+
 def gaussian_linear() -> SbibmTask:
     """``theta ~ N(0, 0.1 I_10)``, ``x ~ N(theta, 0.1 I_10)`` (sbibm ``gaussian_linear``)."""
     d = GAUSSIAN_LINEAR_DIM
     return SbibmTask(
         "gaussian_linear", d, d, d,
-        parameters=lambda u: math.sqrt(GAUSSIAN_LINEAR_PRIOR_VARIANCE) * u,
-        simulate=_gaussian_noise_simulate, solve_noise=_gaussian_noise_solve,
+        parameters=_gaussian_linear_prior, simulate=_gaussian_noise_simulate, solve_noise=_gaussian_noise_solve,
         parameter_names=tuple(f"theta{i + 1}" for i in range(d)),
+        shared=_gaussian_linear_prior, observe=_gaussian_noise_observe,
     )
 
 
 def gaussian_linear_uniform() -> SbibmTask:
     """``theta ~ U(-1, 1)^10``, ``x ~ N(theta, 0.1 I_10)`` (sbibm ``gaussian_linear_uniform``)."""
-    d, b = GAUSSIAN_LINEAR_DIM, GAUSSIAN_LINEAR_UNIFORM_BOUND
+    d = GAUSSIAN_LINEAR_DIM
     return SbibmTask(
         "gaussian_linear_uniform", d, d, d,
-        parameters=lambda u: uniform_from_normal(u, -b, b),
-        simulate=_gaussian_noise_simulate, solve_noise=_gaussian_noise_solve,
+        parameters=_uniform_prior, simulate=_gaussian_noise_simulate, solve_noise=_gaussian_noise_solve,
         parameter_names=tuple(f"theta{i + 1}" for i in range(d)),
+        shared=_uniform_prior, observe=_gaussian_noise_observe,
     )
 
 
@@ -306,6 +330,15 @@ def _lv_parameters(u):
     return jnp.exp(jnp.asarray(LV_PRIOR_LOC, dtype=jnp.result_type(u)) + LV_PRIOR_SCALE * u)
 
 
+def _lv_clamped_states(u_theta):
+    """The 20 noiseless outputs (prey then predators, clamped as sbibm) from the parameter inputs."""
+    return jnp.clip(lotka_volterra_states(_lv_parameters(u_theta)).reshape(-1), *LV_CLAMP)
+
+
+def _lv_observe(states, v, i):
+    return states[i][None] * jnp.exp(LV_NOISE * v)
+
+
 def _lv_simulate(theta, u_noise):
     states = jnp.clip(lotka_volterra_states(theta).reshape(-1), *LV_CLAMP)
     return states * jnp.exp(LV_NOISE * u_noise)
@@ -321,7 +354,7 @@ def lotka_volterra() -> SbibmTask:
     return SbibmTask(
         "lotka_volterra", 4, 20, 20,
         parameters=_lv_parameters, simulate=_lv_simulate, solve_noise=_lv_solve,
-        parameter_names=("alpha", "beta", "gamma", "delta"),
+        parameter_names=("alpha", "beta", "gamma", "delta"), shared=_lv_clamped_states, observe=_lv_observe,
     )
 
 
