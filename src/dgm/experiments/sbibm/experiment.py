@@ -173,12 +173,16 @@ def run_one(task_name: str, observation: int, seed: int, method: str, *, chains:
 
 
 def summarise(runs: list[Run]) -> dict:
-    """Per task: C2ST mean, sd (``ddof=1``; 0 for one run), min, max, runs, runs above the target."""
+    """Per task (and method, when a task ran with several): C2ST mean, sd (``ddof=1``; 0 for one run), min, max,
+    runs, runs above the target."""
     summary = {}
-    for task in dict.fromkeys(r.task for r in runs):
-        scores = np.array([r.c2st for r in runs if r.task == task], dtype=float)
-        summary[task] = {
-            "method": next(r.method for r in runs if r.task == task),
+    groups = list(dict.fromkeys((r.task, r.method) for r in runs))
+    several = len(groups) > len({task for task, _ in groups})
+    for task, method in groups:
+        scores = np.array([r.c2st for r in runs if (r.task, r.method) == (task, method)], dtype=float)
+        summary[f"{task} [{method}]" if several else task] = {
+            "task": task,
+            "method": method,
             "runs": int(scores.size),
             "c2st_mean": float(np.mean(scores)),
             "c2st_sd": float(np.std(scores, ddof=1)) if scores.size > 1 else 0.0,
@@ -187,5 +191,3 @@ def summarise(runs: list[Run]) -> dict:
             "above_target": int(np.sum(~(scores <= TARGET_C2ST))),
         }
     return summary
-
-

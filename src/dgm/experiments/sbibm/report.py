@@ -44,7 +44,7 @@ def summary_table(runs: list[Run], markdown_format: bool = False) -> str:
     from dgm.reports import fixed_width, markdown
 
     header = ["task", "method", "runs", "C2ST mean ± sd", "min", "max", f"> {TARGET_C2ST}"]
-    body = [[t, s["method"], s["runs"], f"{s['c2st_mean']:.3f} ± {s['c2st_sd']:.3f}", f"{s['c2st_min']:.3f}",
+    body = [[s["task"], s["method"], s["runs"], f"{s['c2st_mean']:.3f} ± {s['c2st_sd']:.3f}", f"{s['c2st_min']:.3f}",
              f"{s['c2st_max']:.3f}", s["above_target"]] for t, s in summarise(runs).items()]
     return (markdown if markdown_format else fixed_width)(header, body)
 
@@ -74,13 +74,15 @@ def figure(runs: list[Run], path: Path, baselines: dict | None = None) -> Path:
 
     tasks = list(dict.fromkeys(r.task for r in runs))
     algorithms = sorted({a for t in tasks for a in (baselines or {}).get(t, {})})
-    columns = algorithms + ["dgm"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 0.6, 3.4), sharey=True, squeeze=False)
     rng = np.random.default_rng(0)
     for ax, task in zip(axes[0], tasks):
+        methods = list(dict.fromkeys(r.method for r in runs if r.task == task))
+        columns = algorithms + (["dgm"] if len(methods) == 1 else methods)
         for i, column in enumerate(columns):
-            if column == "dgm":
-                values = np.array([r.c2st for r in runs if r.task == task])
+            if column not in algorithms:
+                method = methods[0] if column == "dgm" else column
+                values = np.array([r.c2st for r in runs if r.task == task and r.method == method])
                 colour = "C3"
             else:
                 values = np.asarray(baselines[task].get(column, []), dtype=float)
@@ -91,7 +93,8 @@ def figure(runs: list[Run], path: Path, baselines: dict | None = None) -> Path:
             ax.plot([i - 0.3, i + 0.3], [values.mean()] * 2, color="black", lw=2, zorder=4)
         ax.axhline(0.5, color="0.3", lw=0.8, ls="--")
         ax.axhline(TARGET_C2ST, color="C2", lw=0.8, ls=":")
-        ax.set_xticks(range(len(columns)), columns, rotation=45 if len(columns) > 1 else 0)
+        ax.set_xticks(range(len(columns)), columns, rotation=45 if len(columns) > 1 else 0, ha="right"
+                      if len(columns) > 1 else "center", fontsize=7)
         ax.set_xlim(-0.6, len(columns) - 0.4)
         ax.set_title(task.replace("_", " "), fontsize=9)
     axes[0][0].set_ylabel("C2ST (0.5 = indistinguishable)")
