@@ -68,11 +68,24 @@ def test_two_lines_weights_and_within_component_law():
     within(u2, 0.0, "E[u2]")
     within(u2**2, 1.0, "E[u2^2]")
     counts = result.symmetry_counts()
-    assert counts[0]["proposed"] == 4000 and counts[0]["failed"] == 0
+    # a move after each transition with probability 1/2 (the default): Binomial(4000, 1/2), 6 sd either side
+    assert abs(counts[0]["proposed"] - 2000) <= 6 * np.sqrt(1000) and counts[0]["failed"] == 0
     assert 0.3 < counts[0]["accepted"] / counts[0]["proposed"] < 0.8
     assert result.components.n_components == 2 and result.components.chains_moving == 4
     assert "symmetry_acceptance_rate" in result.to_arviz()["sample_stats"]
     assert result.settings["symmetries"] == ["s0"]
+
+
+def test_exact_symmetry_with_even_thinning_sees_both_images():
+    """x = u1^2 + u2 with the exact symmetry u1 -> -u1: every move is accepted, so a move after *every* transition
+    (the old default, probability 1) made the chain periodic and ``thin=2`` recorded one image only (fraction 1.0).
+    With the default probability 1/2 the image is a fair coin: the fraction is 1/2 within 4 MCSE."""
+    model = dgm.GenerativeModel(lambda u: jnp.atleast_1d(u[0] ** 2 + u[1]), input_dim=2,
+                                symmetries=[lambda u: u.at[0].multiply(-1.0)])
+    start = np.tile(np.array([1.0, 0.0]), (4, 1))
+    result = dgm.sample(model, np.array([1.0]), n_chains=4, n_warmup=100, n_samples=300, thin=2, seed=3,
+                        initial_positions=start, progress=False)
+    within((result.inputs[..., 0] > 0).astype(float), 0.5, "P(u1 > 0)")
 
 
 def test_four_lines_weights():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dgm
+from dgm.geometry.additive import AdditiveNoiseGeometry
 from dgm.geometry.structured import StructuredGeometry
 from dgm.methods import make_geometry
 from dgm.vae.generator import DecoderGenerator, decoder_model
@@ -78,7 +79,9 @@ def test_vae_decoder_model_is_structured_and_matches_the_decoder():
         gen = DecoderGenerator(vae64, mask)
         model = decoder_model(vae64, mask)
         assert model.input_dim == 4 + 4 and model.parameter_inputs == 4 and gen.sigma == pytest.approx(0.1)
-        assert isinstance(make_geometry(model, jnp.zeros(4)), StructuredGeometry)
+        # additive noise: the additive geometry by default, the generic structured one on request
+        assert isinstance(make_geometry(model, jnp.zeros(4)), AdditiveNoiseGeometry)
+        assert isinstance(make_geometry(model, jnp.zeros(4), geometry="structured"), StructuredGeometry)
         h, n = jax.random.normal(jax.random.key(1), (4,)), jax.random.normal(jax.random.key(2), (4,))
         expected = vae64.decoder_mean(h)[mask.ravel()] + gen.sigma * n
         np.testing.assert_allclose(model.generator(jnp.concatenate([h, n])), expected, rtol=1e-12)

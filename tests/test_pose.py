@@ -207,7 +207,7 @@ def test_chmc_draws_reproduce_the_observations(tiny_runs):
     inputs = np.asarray(chmc.inputs).reshape(-1, pm.model.input_dim)
     with dgm.float64():
         out = np.asarray(jax.vmap(pm.model.generator)(jnp.asarray(inputs)))
-    assert np.max(np.abs(out - x)) < 1e-8
+    assert np.max(np.abs(out - x)) < 1e-8 * max(1.0, np.max(np.abs(x)))  # tol relative to the observation scale
     assert chmc.acceptance_rate > 0.5
 
 

@@ -25,7 +25,7 @@ import pytest
 import dgm
 from conftest import mcse
 from dgm.geometry.normal_map import invert_normal_map, log_abs_det_normal_map, normal_map
-from dgm.kernels.tempered import check_noise_scales, default_noise_scales, tempering_summary
+from dgm.kernels.tempered import DEFAULT_MAX_LEVELS, check_noise_scales, default_noise_scales, tempering_summary
 from dgm.models import disconnected
 from helpers import assert_mean_within
 from test_chmc_exact import X_CURVE, assert_curve_matches_quadrature, curve_model
@@ -85,11 +85,12 @@ def test_two_lines_weights_from_one_component():
     assert_mean_within(u2, 0.0, label="E[u2]")
     assert_mean_within(u2**2, 1.0, label="E[u2^2]")
     summary = tempering_summary(result)
-    assert summary["noise_scales"] == pytest.approx(np.asarray(default_noise_scales(example.x_obs)))
+    assert result.settings["initial_noise_scales"] == pytest.approx(np.asarray(default_noise_scales(example.x_obs)))
+    assert summary["noise_scales"] == result.settings["noise_scales"]  # the adapted ladder (tests/test_tempered_ladder)
     assert len(summary["swap_acceptance"]) == len(summary["noise_scales"])
-    assert summary["swap_acceptance"][0] > 0.8  # the dimension-changing swap, at sigma_1 = 0.05
+    assert summary["swap_acceptance"][0] > 0.3  # the dimension-changing swap, as the others after equalising
     assert sum(summary["jump_failures"].values()) < 0.01 * sum(summary["swaps_attempted"])
-    assert np.asarray(result.stats["level_step_size"]).shape == (4, 1000, len(summary["noise_scales"]) + 1)
+    assert np.asarray(result.stats["level_step_size"]).shape == (4, 1000, DEFAULT_MAX_LEVELS + 1)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ _PUBLIC = {
     "Result": "dgm.result",
     "load": "dgm.result",
     "Symmetry": "dgm.symmetry",
+    "from_numpyro": "dgm.interop.numpyro",
 }
 
 __all__ = ["GenerativeModel", "sample", "sample_many", "Result", "load", "float64", "Symmetry"]

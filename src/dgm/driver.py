@@ -114,7 +114,11 @@ def sample(
         settings — a difference is a ``ValueError`` naming it) goes on from the last good checkpoint and gives draws
         bit-identical to an uninterrupted run; on a finished run it returns the stored result. ``checkpoint=DIR,
         resume=DIR`` continues the run in ``DIR`` if there is one and starts it otherwise.
-      **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``,
+      **options: method options, e.g. ``projection="newton"``, ``log_det_gradient="autodiff"``, ``geometry="dense"``
+        (``"auto"``, ``"dense"``, ``"structured"``, ``"additive"``: chosen by cost when ``"auto"``,
+        :func:`dgm.methods.geometry_kind`), ``jacobian_mode`` (``"auto"``, ``"forward"``, ``"reverse"``),
+        ``max_refreshes`` (Newton refreshes of a stalled projection, default 2; ``tol`` is relative to the
+        observation scale, ``tol * max(1, |x_obs|_inf)``),
         ``reverse_check_tol``, ``target_acceptance``, ``noise_scale``, ``epsilon``; for the constrained HMC methods
         ``metric="diagonal"`` (a diagonal mass matrix adapted in windows during warm-up, dense geometry;
         ``inverse_mass`` its start, ``adapt_metric=False`` to keep it fixed; :mod:`dgm.kernels.metric`). An option
@@ -167,12 +171,13 @@ def sample(
             states, start, compile_time = engine.start_chains(run, programs, positions, x, start, key_warmup,
                                                               compile_ahead=chain_method != "sharded",
                                                               checkpoint=stored)
-            outcome = engine.execute(run, programs.chunk, states, start, key_warmup, key_sample, x, bar, stored)
+            outcome = engine.execute(run, programs.chunk, states, start, key_warmup, key_sample, x, bar, stored,
+                                     hook=programs.hook)
         finally:
             bar.close()
             if stored is not None:
                 stored.close()  # the state file being written is finished, also after an error
-        settings = engine.run_settings(run, run.algorithm, seed, outcome.step_sizes)
+        settings = engine.run_settings(run, run.algorithm, seed, outcome.step_sizes, described=outcome.described)
         meta = engine.run_metadata(run, run.algorithm, outcome.step_sizes, x, settings, wall_time=outcome.wall_time,
                                    compile_time=compile_time, setup_time=setup_time)
         result = (engine.assemble(meta, outcome.sampling, outcome.warmup) if stored is None

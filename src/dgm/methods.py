@@ -20,49 +20,97 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgm.geometry.dense import DenseGeometry
+from dgm.geometry.jacobian_choice import check_jacobian_mode, resolve_jacobian_mode
 from dgm.initialise import ManifoldInitialisationError, find_points_on_manifold
 from dgm.integrator import IntegratorSettings
 from dgm.kernels import chmc, chmc_dynamic, hmc
+from dgm.kernels.symmetry import DEFAULT_SYMMETRY_PROBABILITY
 from dgm.kernels.abc import abc_mcmc_method
 from dgm.kernels.pm_slice import pm_slice_method
 from dgm.kernels.tempered import tempered_method
 from dgm.kernels.base import Method
 from dgm.kernels.metric import METRICS, check_inverse_mass, scaled_model_parts, with_diagonal_metric
 from dgm.model import GenerativeModel
+from dgm.structure import AdditiveNoiseStructure
 
 
-def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", log_det_gradient="vjp",
-                  geometry="auto"):
-    """The manifold geometry for ``model``: structured (linear time) when the model declares structure."""
-    if geometry not in ("auto", "dense", "structured"):
-        raise ValueError(f"geometry must be 'auto', 'dense' or 'structured', got {geometry!r}")
-    use_structured = geometry == "structured" or (geometry == "auto" and model.structure is not None)
-    if use_structured and geometry == "auto" and not getattr(model.structure, "square", True):
+GEOMETRIES = ("auto", "dense", "structured", "additive")
+
+
+def geometry_kind(model: GenerativeModel, geometry: str = "auto") -> str:
+    """Which geometry ``geometry="auto"`` (or the one asked for) means for ``model``, by cost per point:
+
+    * ``"additive"`` for a model declared with :func:`dgm.structure.additive_noise_structure` (one Jacobian of the
+      mean ``m``, one VJP of it, ``O(N L min(N, L))``: never dearer than the others);
+    * ``"structured"`` for another declared (square) Markov or independent structure when its ``L x L``
+      capacitance is smaller than the ``N x N`` Gram matrix (``L < N``), ``"dense"`` when ``L >= N`` (then the
+      dense factorisation is no larger, and one Jacobian beats ``T`` per-step Jacobians plus the second-order pass);
+    * ``"dense"`` otherwise.
+    """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    structure = model.structure
+    if geometry != "auto":
+        if geometry in ("structured", "additive") and structure is None:
+            raise ValueError(f"geometry={geometry!r} needs a model declared with structure (dgm.structure)")
+        if geometry == "additive" and not isinstance(structure, AdditiveNoiseStructure):
+            raise ValueError("geometry='additive' needs a model declared with dgm.structure.additive_noise_structure")
+        return geometry
+    if structure is None:
+        return "dense"
+    if isinstance(structure, AdditiveNoiseStructure):
+        return "additive"
+    if not getattr(structure, "square", True):
         warnings.warn(
             f"{model.name}: more noise inputs per step than state entries, so the linear-time geometry does not "
             "apply; using the dense geometry (pass geometry='dense' to silence this warning)",
-            stacklevel=3,
+            stacklevel=4,
         )
-        use_structured = False
-    if use_structured:
-        if model.structure is None:
-            raise ValueError("geometry='structured' needs a model declared with structure (dgm.structure)")
+        return "dense"
+    return "structured" if structure.n_parameter_inputs < structure.output_dim else "dense"
+
+
+def make_geometry(model: GenerativeModel, x_obs, *, projection="quasi-newton", log_det_gradient="vjp",
+                  geometry="auto", jacobian_mode="auto", max_refreshes=0):
+    """The manifold geometry for ``model`` (:func:`geometry_kind`): ``jacobian_mode`` (``"auto"``, ``"forward"``,
+    ``"reverse"``; :mod:`dgm.geometry.jacobian_choice`) applies to the dense and additive geometries,
+    ``max_refreshes`` (Newton refreshes of a stalled projection) to all."""
+    check_jacobian_mode(jacobian_mode)
+    kind = geometry_kind(model, geometry)
+    if kind == "structured":
         from dgm.geometry.structured import StructuredGeometry
 
-        return StructuredGeometry(model, x_obs, projection=projection)
+        return StructuredGeometry(model, x_obs, projection=projection, max_refreshes=max_refreshes)
+    if kind == "additive":
+        from dgm.geometry.additive import AdditiveNoiseGeometry
+
+        return AdditiveNoiseGeometry(model, x_obs, projection=projection, jacobian_mode=jacobian_mode,
+                                     max_refreshes=max_refreshes)
+    if jacobian_mode == "auto":
+        n_outputs = model.output_shape()[0]
+        jacobian_mode = resolve_jacobian_mode("auto", n_inputs=model.input_dim, n_outputs=n_outputs)
     return DenseGeometry(
-        model.generator, x_obs, model.log_input_density, projection=projection, log_det_gradient=log_det_gradient
+        model.generator, x_obs, model.log_input_density, projection=projection, log_det_gradient=log_det_gradient,
+        jacobian_mode=jacobian_mode, max_refreshes=max_refreshes,
     )
 
 
 def chmc_method(model, x_obs, *, step_size=None, n_steps=(4, 8), n_inner=1, tol=1e-8, max_newton=50,
                 reverse_check_tol=None, projection="quasi-newton", log_det_gradient="vjp", geometry="auto",
                 target_acceptance=0.8, init_max_iterations=100,
-                metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
-    geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry)
+                metric="identity", inverse_mass=None, adapt_metric=True,
+                symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
+                jacobian_mode="auto", max_refreshes=2) -> Method:
+    """Constrained HMC (Algorithm 1). ``geometry``: ``"auto"`` (by cost, :func:`geometry_kind`), ``"dense"``,
+    ``"structured"`` or ``"additive"``; ``jacobian_mode``: ``"auto"`` / ``"forward"`` / ``"reverse"``;
+    ``max_refreshes``: Newton refreshes of the Jacobian when a quasi-Newton projection stalls (0: the paper's
+    iteration alone); ``tol`` is relative to the observation scale, ``tol * max(1, |x_obs|_inf)``."""
+    max_refreshes = _positive_int("max_refreshes", max_refreshes, minimum=0)
+    geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient, geometry=geometry,
+                         jacobian_mode=jacobian_mode, max_refreshes=max_refreshes)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5  # Algorithm 1's sqrt(eps)
-    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol), max_refreshes)
     if settings.n_inner < 1:
         raise ValueError(f"n_inner must be >= 1, got {n_inner!r}")
     kernel = chmc.build_kernel(geom, settings, n_steps)
@@ -117,8 +165,9 @@ def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_ma
         if inverse_mass is not None:
             raise ValueError("inverse_mass needs metric='diagonal'")
         return method
-    structured = geometry == "structured" or (geometry == "auto" and model.structure is not None
-                                              and getattr(model.structure, "square", True))
+    with warnings.catch_warnings():  # the geometry choice has been warned about already
+        warnings.simplefilter("ignore")
+        structured = geometry_kind(model, geometry) != "dense"
     if structured:
         raise ValueError(
             f"metric={metric!r} is not supported by the structured (linear-time) geometry, whose per-step Jacobians "
@@ -137,21 +186,25 @@ def apply_metric(method: Method, model, x_obs, kernel_for, *, metric, inverse_ma
 def chmc_dynamic_method(model, x_obs, *, step_size=None, n_inner=1, tol=1e-8, max_newton=50, reverse_check_tol=None,
                         projection="quasi-newton", log_det_gradient="vjp", geometry="auto", target_acceptance=0.8,
                         max_tree_depth=10, max_delta_energy=1000.0, init_max_iterations=100,
-                        metric="identity", inverse_mass=None, adapt_metric=True, symmetry_probability=1.0) -> Method:
+                        metric="identity", inverse_mass=None, adapt_metric=True,
+                        symmetry_probability=DEFAULT_SYMMETRY_PROBABILITY,
+                        jacobian_mode="auto", max_refreshes=2) -> Method:
     """Constrained HMC with dynamic integration time: ``chmc_method``'s geometry, checks and initialisation, with the
     tree-doubling kernel of :mod:`dgm.kernels.chmc_dynamic` (``n_steps`` does not apply: the trajectory length is
     chosen by the no-U-turn criterion, capped at ``2**max_tree_depth - 1`` steps)."""
     static = chmc_method(model, x_obs, step_size=step_size, n_inner=n_inner, tol=tol, max_newton=max_newton,
                          reverse_check_tol=reverse_check_tol, projection=projection, log_det_gradient=log_det_gradient,
                          geometry=geometry, target_acceptance=target_acceptance,
-                         init_max_iterations=init_max_iterations, symmetry_probability=0.0)
+                         init_max_iterations=init_max_iterations, symmetry_probability=0.0,
+                         jacobian_mode=jacobian_mode, max_refreshes=max_refreshes)
     with warnings.catch_warnings():  # chmc_method has already warned about the geometry choice
         warnings.simplefilter("ignore")
         geom = make_geometry(model, x_obs, projection=projection, log_det_gradient=log_det_gradient,
-                             geometry=geometry)
+                             geometry=geometry, jacobian_mode=jacobian_mode, max_refreshes=max_refreshes)
     if reverse_check_tol is None:
         reverse_check_tol = float(tol) ** 0.5
-    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol))
+    settings = IntegratorSettings(int(n_inner), float(tol), int(max_newton), float(reverse_check_tol),
+                                  int(max_refreshes))
 
     def kernel_for(g):
         return chmc_dynamic.build_kernel(g, settings, max_tree_depth=int(max_tree_depth),

@@ -60,6 +60,11 @@ class Result:
         ``None`` when not checked. With declared symmetries ``stats`` also holds ``symmetry_proposed``,
         ``symmetry_accepted``, ``symmetry_acceptance_rate``, ``symmetry_index`` and ``symmetry_failure``
         (:mod:`dgm.kernels.symmetry`); :meth:`symmetry_counts` sums them.
+      mixing: the mode-mixing check across chains (:class:`dgm.diagnostics.mixing.MixingReport`: split R-hat and ESS
+        of a basin indicator, tempered round trips), set by :func:`dgm.sample`; ``None`` when not checked (one
+        chain, short runs) and not saved.
+      sites: for a model that names its sites (:func:`dgm.from_numpyro`), ``{"latent": [[name, shape], ...],
+        "observed": [...]}``: the blocks of ``latents`` and ``x_obs`` (:meth:`dgm.GenerativeModel.site_layout`).
       store: the on-disk draw store (Zarr) the arrays are read from, lazily, when the run streamed its draws to disk
         (``dgm.sample(..., checkpoint=DIR)``, :mod:`dgm.runtime.draw_store`); ``None`` for draws in memory.
     """
@@ -81,7 +86,9 @@ class Result:
     unrecorded_failures: dict = dataclasses.field(default_factory=dict)
     kernel: Optional[str] = None
     components: Optional[ComponentReport] = None
+    mixing: Optional[object] = None
     store: Optional[str] = None
+    sites: Optional[dict] = None
 
     @property
     def n_chains(self) -> int:
@@ -132,6 +139,18 @@ class Result:
             parts.append(f"manifold components occupied: {self.components.describe()}")
         return "; ".join(parts)
 
+    def tempering_summary_line(self) -> str:
+        """One line on a tempered run's ladder (``"chmc-tempered"``: levels, top scale, barrier, round trips), for the
+        closing report ('' for other methods)."""
+        trips = self.settings.get("round_trips")
+        scales = self.settings.get("noise_scales")
+        if trips is None or not scales:
+            return ""
+        barrier = self.settings.get("barrier")
+        adapted = "adapted" if self.settings.get("adapt_ladder") else "fixed"
+        return (f"tempering ({adapted} ladder): {len(scales)} noisy levels, sigma {scales[0]:.3g} .. {scales[-1]:.3g}; "
+                f"barrier Lambda {barrier:.2f}; round trips per chain {trips} (sampling phase)")
+
     # -- ArviZ ------------------------------------------------------------------------------------------
     def to_arviz(self):
         """An ArviZ 1.x ``xarray.DataTree``: ``posterior`` (``z``, ``u``), ``sample_stats``, ``observed_data`` (``x``)
@@ -160,6 +179,12 @@ class Result:
             groups["observed_data"] = {"x": np.asarray(self.x_obs)}
         if self.warmup_stats:
             groups["warmup_sample_stats"] = schema_stats(self.warmup_stats)
+        if self.sites is not None:  # one variable per site, shaped as the program's; u as the unconstrained draws
+            groups["posterior"] = _split_sites(np.asarray(self.latents), self.sites["latent"], lead=2)
+            groups["unconstrained_posterior"] = {"u": self.inputs}
+            if self.x_obs is not None:
+                groups["observed_data"] = _split_sites(np.asarray(self.x_obs), self.sites["observed"], lead=0)
+            dims = {"u": ["u_dim"]}
         tree = az.from_dict(groups, dims=dims, coords=coords or None, save_warmup=True)
         tree.attrs.update(self.attributes())
         return tree
@@ -180,17 +205,23 @@ class Result:
             "dgm_settings": json.dumps(self.settings, default=str),
             "dgm_latent_names": json.dumps(self.latent_names),
             "dgm_components": json.dumps(None if self.components is None else self.components.to_dict()),
+            "dgm_sites": json.dumps(self.sites),
         }
 
     # -- summaries --------------------------------------------------------------------------------------------
-    def summary(self, var: str = "z"):
+    def summary(self, var=None):
         """``pandas.DataFrame``: mean, sd, MCSE, bulk/tail ESS, R-hat (arviz-stats), ESS per second, max residual.
+
+        ``var``: a posterior variable or a list of them; default ``"z"``, or every site of a model that names them.
 
         ESS per second divides bulk ESS by :attr:`wall_time` (warm-up + sampling, compilation excluded).
         """
         import arviz as az
 
-        table = az.summary(self.to_arviz(), var_names=[var], kind="all", round_to="none")
+        if var is None:
+            var = [n for n, _ in self.sites["latent"]] if self.sites is not None else "z"
+        var_names = [var] if isinstance(var, str) else list(var)
+        table = az.summary(self.to_arviz(), var_names=var_names, kind="all", round_to="none")
         table = table[["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].astype(float)
         table["ess_per_sec"] = table["ess_bulk"] / max(self.wall_time, 1e-12)
         table["max_residual"] = self.max_residual
@@ -265,10 +296,32 @@ def load(path) -> Result:
     def group_arrays(name):
         return schema_stats({k: v.values for k, v in tree[name].data_vars.items()}) if name in groups else {}
 
-    return result_from_attributes(
-        attrs, latents=tree["posterior"]["z"].values, inputs=tree["posterior"]["u"].values,
-        stats=group_arrays("sample_stats"), warmup_stats=group_arrays("warmup_sample_stats"),
-        x_obs=tree["observed_data"]["x"].values if "observed_data" in groups else None)
+    sites = json.loads(attrs.get("dgm_sites", "null"))
+    if sites is not None:  # a model that names its sites (to_arviz: one variable per site, u apart)
+        latents = _join_sites(tree["posterior"], sites["latent"], lead=2)
+        inputs = tree["unconstrained_posterior"]["u"].values
+        x_obs = _join_sites(tree["observed_data"], sites["observed"], lead=0) if "observed_data" in groups else None
+    else:
+        latents, inputs = tree["posterior"]["z"].values, tree["posterior"]["u"].values
+        x_obs = tree["observed_data"]["x"].values if "observed_data" in groups else None
+    return result_from_attributes(attrs, latents=latents, inputs=inputs, stats=group_arrays("sample_stats"),
+                                  warmup_stats=group_arrays("warmup_sample_stats"), x_obs=x_obs)
+
+
+def _split_sites(flat: np.ndarray, sites, lead: int) -> dict:
+    """``{name: array}`` from the last axis of ``flat`` cut into the ``[[name, shape], ...]`` blocks."""
+    out, start = {}, 0
+    for name, shape in sites:
+        size = int(np.prod(shape, dtype=int))
+        out[name] = flat[..., start:start + size].reshape(flat.shape[:lead] + tuple(shape))
+        start += size
+    return out
+
+
+def _join_sites(group, sites, lead: int) -> np.ndarray:
+    """The inverse of :func:`_split_sites` on an xarray group."""
+    parts = [np.asarray(group[name].values).reshape(group[name].shape[:lead] + (-1,)) for name, _ in sites]
+    return np.concatenate(parts, axis=-1)
 
 
 def result_from_attributes(attrs: dict, *, latents, inputs, stats: dict, warmup_stats: dict, x_obs,
@@ -297,6 +350,8 @@ def result_from_attributes(attrs: dict, *, latents, inputs, stats: dict, warmup_
         kernel=json.loads(attrs.get("dgm_kernel", "null")),
         components=ComponentReport.from_dict(json.loads(attrs.get("dgm_components", "null"))),
         store=store,
+        # a draw store keeps z and u (to_arviz opens it as written); in memory, one variable per named site
+        sites=json.loads(attrs.get("dgm_sites", "null")) if store is None else None,
     )
 
 

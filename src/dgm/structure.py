@@ -22,6 +22,11 @@ step index ``t`` (an ``int32`` scalar), so steps may read their own slice of sha
 (:func:`dgm.vae.decoder_model`). The geometry still differentiates ``parameter_transform`` once per point (``L``
 JVPs), so everything the steps share is evaluated once, not once per step.
 
+**Additive noise.** :func:`additive_noise_structure` declares ``x = m(u1) + s * v`` (one noise input per output,
+fixed scales ``s``): an independent indexed structure with ``D = 1`` that also keeps ``m`` and ``s``, so that
+:func:`dgm.sample` uses :class:`dgm.geometry.additive.AdditiveNoiseGeometry` (one Jacobian of ``m`` and one VJP of it
+per point) instead of the generic structured geometry.
+
 **Noise dimension.** The structured geometry needs ``df/dv_t`` square and invertible, i.e. as many noise inputs per
 step as state dimensions (``noise_dim == state_dim``). A model declared with ``noise_dim != state_dim`` is still a
 valid :class:`~dgm.GenerativeModel` (its ``generator`` is correct), but building the structured geometry for it
@@ -271,6 +276,54 @@ def independent_structure(
 
     return MarkovStructure(step_fn, initial_state, parameter_transform, L, n_obs, D, E, independent=True,
                            indexed=bool(indexed))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdditiveNoiseStructure(MarkovStructure):
+    """An independent structure of the additive-noise form ``x = m(u1) + s * v`` (one noise input per output).
+
+    It *is* the indexed independent structure with ``D = 1`` (observation ``i`` is ``m(u1)[i] + s_i v_i``), so the
+    generic :class:`dgm.geometry.structured.StructuredGeometry` handles it unchanged; it also keeps ``mean_fn``
+    (``m``) and ``noise_scale`` (``s``, a scalar or one positive value per output) for the cheaper
+    :class:`dgm.geometry.additive.AdditiveNoiseGeometry`, which differentiates ``m`` alone and never the noise
+    inputs. Build it with :func:`additive_noise_structure`.
+    """
+
+    mean_fn: Optional[Callable] = None
+    noise_scale: Any = None
+
+    def noise_scales(self, dtype=None) -> Array:
+        """``s`` as an ``(N,)`` array."""
+        return jnp.broadcast_to(jnp.asarray(self.noise_scale, dtype), (self.n_steps,))
+
+
+def additive_noise_structure(mean_fn: Callable, n_parameter_inputs: int, noise_scale) -> AdditiveNoiseStructure:
+    """The structure of ``x = mean_fn(u1) + noise_scale * v`` with ``u = (u1, v)``, ``len(u1) = n_parameter_inputs``
+    and ``v`` one standard-normal input per output. ``noise_scale``: a positive scalar or an ``(N,)`` array of
+    positive values (fixed, not inputs). Raises ``ValueError`` for a non-1-D mean or a non-positive scale."""
+    L = int(n_parameter_inputs)
+    if L < 1:
+        raise ValueError(f"n_parameter_inputs must be >= 1, got {n_parameter_inputs!r}")
+    shape = _shape_of(mean_fn, jax.ShapeDtypeStruct((L,), jnp.float32))
+    if len(shape) != 1:
+        raise ValueError(f"mean_fn(u1) must return a 1-D array, it returns shape {shape}")
+    N = shape[0]
+    scale = np.asarray(noise_scale, dtype=np.float64)
+    if scale.ndim > 1 or (scale.ndim == 1 and scale.shape != (N,)):
+        raise ValueError(f"noise_scale must be a scalar or have shape ({N},), got shape {scale.shape}")
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError(f"noise_scale must be positive and finite, got {noise_scale!r}")
+    per_output = scale.ndim == 1
+
+    def step_fn(x_prev, z, v, t):  # observation t: its mean z[t] plus its own scaled noise
+        s = jax.lax.dynamic_slice_in_dim(jnp.asarray(scale), t, 1) if per_output else scale
+        return jax.lax.dynamic_slice_in_dim(z, t, 1) + jnp.asarray(s, v.dtype) * v
+
+    def initial_state(z):
+        return jnp.zeros((1,))
+
+    return AdditiveNoiseStructure(step_fn, initial_state, mean_fn, L, N, 1, 1, independent=True, indexed=True,
+                                  mean_fn=mean_fn, noise_scale=scale if per_output else float(scale))
 
 
 def _model_from_structure(structure: MarkovStructure, *, latents, log_input_density, init, name) -> GenerativeModel:

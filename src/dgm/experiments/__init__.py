@@ -23,7 +23,7 @@ import importlib
 
 __all__ = ["MODULES", "load_all"]
 
-MODULES = ("lotka_volterra", "mnist_inpaint", "pose", "vae_benchmark", "hvae_gaussian")
+MODULES = ("lotka_volterra", "mnist_inpaint", "pose", "vae_benchmark", "hvae_gaussian", "sbibm")
 """The experiments, in the order ``dgm --help`` lists them."""
 
 

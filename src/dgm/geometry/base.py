@@ -10,7 +10,16 @@ From those operations follow, generically:
 * the momentum projection onto the cotangent space, ``p - J^T (J J^T)^{-1} J p`` (PROJECTMOM, Algorithm 1);
 * the quasi-Newton position projection (PROJECTPOS, Algorithm 1): with ``J`` frozen at the previous point,
   ``u <- u - J^T (J J^T)^{-1} c(u)`` until ``|c(u)|_inf < tol``. Every iterate stays on ``u_start + range(J^T)``,
-  which is what RATTLE's Lagrange multiplier needs.
+  which is what RATTLE's Lagrange multiplier needs;
+* when that iteration stalls, a *Newton refresh* (:func:`refreshed_projection`): with ``u = u_s + J_0^T lam``
+  (``J_0`` the Jacobian of the previous point), Newton's method for ``lam`` needs ``(J(u_r) J_0^T)^{-1}`` at a
+  refreshed point ``u_r``; a geometry provides it as ``newton_operator(factor, u_r)`` and applies
+  ``J_0^T (J(u_r) J_0^T)^{-1} c`` with ``newton_correction(factor, operator, c)`` (linear time on the structured
+  and additive geometries through an ``L x L`` capacitance, an LU of ``J(u_r) J_0^T`` on the dense one).
+
+The projection tolerance is relative to the observation scale (:func:`constraint_tolerance`): converged when
+``|g(u) - x|_inf < tol * max(1, |x|_inf)``, so observations in the hundreds are not held to an absolute precision
+that float64 rounding of ``g`` cannot reach, and observations of order one keep the absolute ``tol``.
 """
 
 from __future__ import annotations
@@ -84,6 +93,16 @@ class ProjectionResult(NamedTuple):
     converged: Array
     iterations: Array
     max_residual: Array
+    refreshes: Array = 0  # Newton refreshes of the Jacobian (refreshed_projection)
+
+
+def constraint_tolerance(geometry, tol) -> Array:
+    """The absolute residual tolerance of a projection: ``tol * max(1, |x_obs|_inf)`` (the observation scale; the
+    geometry's ``x_obs``, or ``tol`` itself when it has none)."""
+    x_obs = getattr(geometry, "x_obs", None)
+    if x_obs is None:
+        return jnp.asarray(tol)
+    return tol * jnp.maximum(1.0, jnp.max(jnp.abs(jnp.asarray(x_obs))))
 
 
 def newton_iterate(constraint, correction, u_start: Array, tol: float, max_iterations: int) -> ProjectionResult:
@@ -102,7 +121,7 @@ def newton_iterate(constraint, correction, u_start: Array, tol: float, max_itera
 
     u, c, i = jax.lax.while_loop(cond, body, (u_start, constraint(u_start), jnp.asarray(0, jnp.int32)))
     norm = jnp.max(jnp.abs(c))
-    return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm)
+    return ProjectionResult(u, (norm < tol) & jnp.all(jnp.isfinite(u)), i, norm, jnp.asarray(0, jnp.int32))
 
 
 def minimum_norm_step(geometry: Geometry, factor: Any, residual: Array) -> Array:
@@ -122,3 +141,92 @@ def quasi_newton_projection(
     ``u <- u - J^T (J J^T)^{-1} c(u)`` (:func:`minimum_norm_step` with the frozen factor)."""
     return newton_iterate(geometry.constraint, lambda u, c: minimum_norm_step(geometry, factor, c), u_start, tol,
                           max_iterations)
+
+
+STALL_HORIZON = 20
+"""A quasi-Newton iteration has stalled when its residual norm did not fall in two iterations running, or when at the rate of its last step
+(``rho = |c_new| / |c_old|``) reaching ``tol`` would take more than this many further iterations (or more than are
+left): a Newton refresh (one Jacobian) is then cheaper than the iterations it saves, and it rescues the projections
+that would otherwise hit ``max_iterations`` and be rejected."""
+REFRESH_ITERATIONS = 10
+"""Iterations allowed after each refresh before refreshing again (Newton converges in a few or stalls)."""
+
+
+def _chord_iterate(constraint, correction, u, c, best_u, best_norm, i, tol, limit, horizon):
+    """``u <- u - correction(c)`` while ``|c|_inf >= tol``, finite, ``i < limit`` and not stalled (the norm did not
+    fall in two iterations running, or at its last rate it would need more than ``min(horizon, limit - i)`` further
+    iterations). Keeps the
+    iterate of smallest residual (all iterates lie on ``u_start + range(J_0^T)``). Returns
+    ``(u, c, best_u, best_norm, i, stalled)``."""
+
+    def cond(carry):
+        _, c, _, _, i, stalled, _ = carry
+        norm = jnp.max(jnp.abs(c))
+        return (norm >= tol) & (i < limit) & jnp.isfinite(norm) & ~stalled
+
+    def body(carry):
+        u, c, best_u, best_norm, i, _, rises = carry
+        norm = jnp.max(jnp.abs(c))
+        u = u - correction(c)
+        c = constraint(u)
+        new_norm = jnp.max(jnp.abs(c))
+        better = new_norm < best_norm  # False for NaN
+        best_u = jnp.where(better, u, best_u)
+        best_norm = jnp.where(better, new_norm, best_norm)
+        rate = new_norm / norm
+        needed = jnp.log(tol / new_norm) / jnp.log(jnp.clip(rate, 1e-300, 1.0 - 1e-12))
+        budget = jnp.minimum(horizon, limit - i - 1)
+        rises = jnp.where(new_norm < norm, 0, rises + 1)  # NaN counts as a rise
+        stalled = ~jnp.isfinite(new_norm) | (rises >= 2) | ((rises == 0) & (new_norm >= tol) & (needed > budget))
+        return u, c, best_u, best_norm, i + 1, stalled, rises
+
+    u, c, best_u, best_norm, i, stalled, _ = jax.lax.while_loop(
+        cond, body, (u, c, best_u, best_norm, i, jnp.asarray(False), jnp.asarray(0, jnp.int32)))
+    return u, c, best_u, best_norm, i, stalled
+
+
+def refreshed_projection(geometry: Geometry, factor: Any, u_start: Array, tol, max_iterations: int,
+                         max_refreshes: int) -> ProjectionResult:
+    """PROJECTPOS: quasi-Newton with the previous point's factor (Algorithm 1) and, when that stalls (the residual
+    norm rises twice running, or would not reach ``tol`` soon at its rate: :data:`STALL_HORIZON`), up to
+    ``max_refreshes`` Newton
+    refreshes: from the iterate of smallest residual ``u_r``, the geometry's ``newton_operator(factor, u_r)``
+    (``J(u_r)``, the matrix ``J(u_r) J_0^T`` in factorised form) drives at most :data:`REFRESH_ITERATIONS` chord
+    iterations ``u <- u - J_0^T (J(u_r) J_0^T)^{-1} c(u)``; a stall there refreshes again.
+
+    Every iterate stays on ``u_start + range(J_0^T)`` (RATTLE's constraint on the Lagrange multiplier), so a
+    converged result solves the same equations as the plain quasi-Newton iteration; only which of possibly several
+    solutions is found may differ, and the integrator's reversibility check covers that. Two nested loops, the
+    refresh only in the outer one, so chains batched by ``vmap`` evaluate refreshes only when one of them needs it.
+    """
+    if max_refreshes <= 0:  # the paper's iteration exactly (no stall test)
+        return quasi_newton_projection(geometry, factor, u_start, tol, max_iterations)
+    tol = jnp.asarray(tol)
+    c0 = geometry.constraint(u_start)
+    zero = jnp.asarray(0, jnp.int32)
+    inf = jnp.asarray(jnp.inf, c0.dtype)
+    u, c, best_u, best_norm, i, _ = _chord_iterate(
+        geometry.constraint, lambda c: minimum_norm_step(geometry, factor, c), u_start, c0, u_start,
+        jnp.where(jnp.isfinite(jnp.max(jnp.abs(c0))), jnp.max(jnp.abs(c0)), inf), zero, tol, max_iterations,
+        STALL_HORIZON)
+
+    def outer_cond(carry):
+        u, c, best_u, best_norm, i, refreshes = carry
+        norm = jnp.max(jnp.abs(c))
+        converged = (norm < tol) & jnp.all(jnp.isfinite(u))
+        return ~converged & (refreshes < max_refreshes) & jnp.isfinite(best_norm)
+
+    def outer_body(carry):
+        _, _, best_u, best_norm, i, refreshes = carry
+        operator = geometry.newton_operator(factor, best_u)
+        c = geometry.constraint(best_u)
+        u, c, best_u, best_norm, i, _ = _chord_iterate(
+            geometry.constraint, lambda c: geometry.newton_correction(factor, operator, c), best_u, c, best_u,
+            best_norm, i, tol, i + REFRESH_ITERATIONS, REFRESH_ITERATIONS)
+        return u, c, best_u, best_norm, i, refreshes + 1
+
+    u, c, best_u, best_norm, i, refreshes = jax.lax.while_loop(outer_cond, outer_body,
+                                                               (u, c, best_u, best_norm, i, zero))
+    norm = jnp.max(jnp.abs(c))
+    converged = (norm < tol) & jnp.all(jnp.isfinite(u))
+    return ProjectionResult(u, converged, i, norm, refreshes)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from dgm.geometry.base import ManifoldPoint, ProjectionResult, newton_iterate, quasi_newton_projection
+from dgm.geometry.base import ManifoldPoint, ProjectionResult, newton_iterate, refreshed_projection
 from dgm.model import standard_normal_log_density
 
 Array = jax.Array
@@ -31,6 +31,13 @@ Array = jax.Array
 class DenseFactor(NamedTuple):
     jacobian: Array  # (N, M)
     gram_cholesky: Array  # (N, N), lower triangular, L L^T = J J^T
+
+
+class DenseNewtonOperator(NamedTuple):
+    """``J(u_r) J_0^T`` in LU form (a Newton refresh at ``u_r``)."""
+
+    lu: Array
+    pivots: Array
 
 
 class DenseGeometry:
@@ -45,26 +52,36 @@ class DenseGeometry:
         projection: str = "quasi-newton",
         log_det_gradient: str = "vjp",
         jacobian_mode: str = "forward",
+        max_refreshes: int = 0,
     ):
         if projection not in ("quasi-newton", "newton"):
             raise ValueError(f"projection must be 'quasi-newton' or 'newton', got {projection!r}")
         if log_det_gradient not in ("vjp", "autodiff"):
             raise ValueError(f"log_det_gradient must be 'vjp' or 'autodiff', got {log_det_gradient!r}")
-        if jacobian_mode not in ("forward", "reverse"):
-            raise ValueError(f"jacobian_mode must be 'forward' or 'reverse', got {jacobian_mode!r}")
+        if jacobian_mode not in ("forward", "reverse", "auto"):
+            raise ValueError(f"jacobian_mode must be 'forward', 'reverse' or 'auto', got {jacobian_mode!r}")
         self.generator = generator
         self.x_obs = x_obs
         self.log_input_density = log_input_density
         self.projection = projection
         self.log_det_gradient = log_det_gradient
-        self._jacobian_transform = jax.jacfwd if jacobian_mode == "forward" else jax.jacrev
+        self.jacobian_mode = jacobian_mode
+        self.max_refreshes = int(max_refreshes)
+        self._jacobian_transform = None if jacobian_mode == "auto" else (
+            jax.jacfwd if jacobian_mode == "forward" else jax.jacrev)
 
     # -- the constraint and its Jacobian -------------------------------------------------------
     def constraint(self, u: Array) -> Array:
         return self.generator(u) - self.x_obs
 
     def jacobian(self, u: Array) -> Array:
-        return self._jacobian_transform(self.generator)(u)
+        transform = self._jacobian_transform
+        if transform is None:  # "auto": by the shape, found at trace time (dgm.geometry.jacobian_choice)
+            from dgm.geometry.jacobian_choice import jacobian_transform
+
+            n_outputs = jax.eval_shape(self.generator, u).shape[0]
+            transform = jacobian_transform("auto", n_inputs=u.shape[0], n_outputs=n_outputs)
+        return transform(self.generator)(u)
 
     def factorise(self, u: Array) -> DenseFactor:
         jac = self.jacobian(u)
@@ -109,10 +126,23 @@ class DenseGeometry:
         return ManifoldPoint(u, factor, half_log_det - log_rho, grad_half_log_det - grad_log_rho)
 
     # -- projection onto the manifold -----------------------------------------------------------
-    def project_position(self, factor: DenseFactor, u_start: Array, tol: float, max_iterations: int):
+    def project_position(self, factor: DenseFactor, u_start: Array, tol: float, max_iterations: int,
+                         max_refreshes: int = None):
+        """Quasi-Newton (with up to ``max_refreshes`` Newton refreshes when it stalls, default the geometry's
+        ``max_refreshes``) or, with ``projection="newton"``, full Newton."""
         if self.projection == "quasi-newton":
-            return quasi_newton_projection(self, factor, u_start, tol, max_iterations)
+            refreshes = self.max_refreshes if max_refreshes is None else int(max_refreshes)
+            return refreshed_projection(self, factor, u_start, tol, max_iterations, refreshes)
         return self._newton_projection(factor, u_start, tol, max_iterations)
+
+    def newton_operator(self, factor: DenseFactor, u: Array) -> DenseNewtonOperator:
+        """``J(u) J_0^T`` (``J_0`` the factor's Jacobian) in LU form: ``O(N^2 M + N^3)``."""
+        lu, pivots = jsl.lu_factor(self.jacobian(u) @ factor.jacobian.T)
+        return DenseNewtonOperator(lu, pivots)
+
+    def newton_correction(self, factor: DenseFactor, operator: DenseNewtonOperator, c: Array) -> Array:
+        """``J_0^T (J(u_r) J_0^T)^{-1} c``."""
+        return factor.jacobian.T @ jsl.lu_solve((operator.lu, operator.pivots), c)
 
     def _newton_projection(self, factor, u_start, tol, max_iterations) -> ProjectionResult:
         jac_prev = factor.jacobian

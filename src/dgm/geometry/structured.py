@@ -26,9 +26,12 @@ The potential ``phi(u) = -log rho(u) + 1/2 log|J J^T|`` and its gradient come fr
 through this linear-time computation (reverse mode through the trajectory, the per-step Jacobians and the small
 factorisations: still linear in ``T``), with the factor returned as auxiliary output so it is computed once.
 
-Position projection: quasi-Newton only (the paper's choice, ``projection="quasi-newton"``). A full Newton step
-needs ``(J(u) J_prev^T)^{-1}``, which is not symmetric and has no capacitance form; ``projection="newton"`` raises
-``ValueError`` (use ``geometry="dense"`` for it).
+Position projection: quasi-Newton (the paper's choice) with Newton refreshes when it stalls
+(:func:`dgm.geometry.base.refreshed_projection`), or full Newton (``projection="newton"``). Newton needs
+``(J(u) J_0^T)^{-1}`` for the Jacobian ``J_0 = [B_0 C_0 | B_0]`` of the previous point; it has a linear-time form too:
+``J(u) J_0^T = B (I + C C_0^T) B_0^T``, so
+``J_0^T (J(u) J_0^T)^{-1} c = [C_0^T y; y]``, ``y = (I + C C_0^T)^{-1} B^{-1} c``, and by Woodbury
+``(I + C C_0^T)^{-1} = I - C M^{-1} C_0^T`` with the unsymmetric ``L x L`` capacitance ``M = I_L + C_0^T C`` (LU).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from dgm.geometry.base import ManifoldPoint, quasi_newton_projection
+from dgm.geometry.base import ManifoldPoint, newton_iterate, refreshed_projection
 from dgm.model import GenerativeModel
 from dgm.structure import MarkovStructure
 
@@ -90,20 +93,16 @@ class StructuredGeometry:
     ``B`` / ``B^T`` recursions (1 is fastest on CPU for small ``D``: unrolling by 4-8 measured 10x slower at T = 800).
     """
 
-    def __init__(self, model: GenerativeModel, x_obs: Array, projection: str = "quasi-newton", *, unroll: int = 1):
+    def __init__(self, model: GenerativeModel, x_obs: Array, projection: str = "quasi-newton", *, unroll: int = 1,
+                 max_refreshes: int = 0):
         structure = model.structure
         if not isinstance(structure, MarkovStructure):
             raise ValueError(
                 f"StructuredGeometry needs a model declared with dgm.structure (markov_model / independent_model); "
                 f"{model.name!r} has structure {structure!r}"
             )
-        if projection == "newton":
-            raise ValueError(
-                "the structured geometry supports only projection='quasi-newton' (full Newton needs the unsymmetric "
-                "(J(u) J_prev^T)^{-1}, which has no linear-time form here); use geometry='dense' for Newton"
-            )
-        if projection != "quasi-newton":
-            raise ValueError(f"projection must be 'quasi-newton' (or 'newton' with the dense geometry), got {projection!r}")
+        if projection not in ("quasi-newton", "newton"):
+            raise ValueError(f"projection must be 'quasi-newton' or 'newton', got {projection!r}")
         if not structure.square:
             raise ValueError(
                 f"model {model.name!r} has {structure.noise_dim} noise inputs per step but state dimension "
@@ -123,6 +122,7 @@ class StructuredGeometry:
         self.x_obs = x_obs
         self.projection = projection
         self.unroll = int(unroll)
+        self.max_refreshes = int(max_refreshes)
         self._T, self._D, self._L = structure.n_steps, structure.state_dim, structure.n_parameter_inputs
 
     # -- the constraint ----------------------------------------------------------------------------
@@ -271,7 +271,29 @@ class StructuredGeometry:
         q = jnp.einsum("tdl,l->td", factor.reduced_parameter_jacobian, p1) + p2
         return momentum - self._join_cotangent(factor, self._capacitance_project(factor, q))
 
-    def project_position(self, factor: StructuredFactor, u_start: Array, tol: float, max_iterations: int):
+    def project_position(self, factor: StructuredFactor, u_start: Array, tol: float, max_iterations: int,
+                         max_refreshes: int = None):
         """Quasi-Newton PROJECTPOS: ``u <- u - J^T (J J^T)^{-1} c(u)`` with the factor of the previous point (via the
-        fused :meth:`pseudo_inverse_apply`)."""
-        return quasi_newton_projection(self, factor, u_start, tol, max_iterations)
+        fused :meth:`pseudo_inverse_apply`), with up to ``max_refreshes`` Newton refreshes when it stalls (default
+        the geometry's ``max_refreshes``); or full Newton (``projection="newton"``, a refresh every iteration)."""
+        if self.projection == "newton":
+            return newton_iterate(
+                self.constraint, lambda u, c: self.newton_correction(factor, self.newton_operator(factor, u), c),
+                u_start, tol, max_iterations)
+        refreshes = self.max_refreshes if max_refreshes is None else int(max_refreshes)
+        return refreshed_projection(self, factor, u_start, tol, max_iterations, refreshes)
+
+    def newton_operator(self, factor: StructuredFactor, u: Array):
+        """The factor at ``u`` and the LU form of ``M = I_L + C_0^T C(u)`` (module docstring)."""
+        fresh = self.factorise(u)
+        capacitance = jnp.eye(self._L, dtype=u.dtype) + jnp.einsum(
+            "tdl,tdm->lm", factor.reduced_parameter_jacobian, fresh.reduced_parameter_jacobian)
+        return fresh, jsl.lu_factor(capacitance)
+
+    def newton_correction(self, factor: StructuredFactor, operator, c: Array) -> Array:
+        """``J_0^T (J(u_r) J_0^T)^{-1} c = [C_0^T y; y]``, ``y = s - C M^{-1} C_0^T s``, ``s = B(u_r)^{-1} c``."""
+        fresh, lu = operator
+        s = self._b_inverse(fresh, c.reshape(self._T, self._D))
+        coefficients = jsl.lu_solve(lu, jnp.einsum("tdl,td->l", factor.reduced_parameter_jacobian, s))
+        y = s - jnp.einsum("tdl,l->td", fresh.reduced_parameter_jacobian, coefficients)
+        return self._join_cotangent(factor, y)

@@ -43,6 +43,12 @@ class Method(NamedTuple):
         ``Result.settings``.
       relocate: optional ``(state, u) -> state``, the state at another point ``u`` of the manifold keeping the rest of
         the state (the metric): what the symmetry moves of :mod:`dgm.kernels.symmetry` need.
+      warmup_hook: optional ``(states, key) -> states`` over all chains' states (chain axis first, jittable): the
+        method's own adaptation across chains, which the driver calls after every warm-up chunk (e.g. the tempered
+        ladder, :mod:`dgm.kernels.tempered`); the method decides from the states what to do (it knows the warm-up
+        length). The driver's keys depend only on (seed, chunk index), so the draws do not depend on the layout.
+      describe_states: optional ``states -> dict`` (host arrays, chain axis first): settings the method chose during
+        the run (e.g. the adapted ladder), recorded in ``Result.settings`` from the final states.
     """
 
     name: str
@@ -60,6 +66,8 @@ class Method(NamedTuple):
     set_inverse_mass: Optional[Callable[[Any, Array], Any]] = None
     settings: Optional[dict] = None
     relocate: Optional[Callable[[Any, Array], Any]] = None
+    warmup_hook: Optional[Callable[[Any, Array], Any]] = None
+    describe_states: Optional[Callable[[Any], dict]] = None
 
 
 KERNEL_LABELS = {"uniform": "uniform ball", "gaussian": "Gaussian"}

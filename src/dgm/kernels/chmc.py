@@ -44,6 +44,7 @@ class CHMCInfo(NamedTuple):
     newton_iterations: Array
     num_integration_steps: Array
     energy: Array
+    newton_refreshes: Array  # Newton refreshes of the Jacobian in stalled projections (dgm.geometry.base)
 
 
 def init(position: Array, geometry: Geometry) -> CHMCState:
@@ -83,6 +84,7 @@ def build_kernel(geometry: Geometry, settings: IntegratorSettings = IntegratorSe
             trajectory.newton_iterations,
             trajectory.steps_taken,
             jnp.where(accepted, energy1, energy0),
+            trajectory.newton_refreshes,
         )
         return CHMCState(new_point), info
 

@@ -92,6 +92,7 @@ class DynamicInfo(NamedTuple):
     tree_depth: Array  # doublings attempted
     is_turning: Array  # stopped by the no-U-turn criterion (not by max_tree_depth or a failure)
     energy: Array
+    newton_refreshes: Array  # Newton refreshes of the Jacobian in stalled projections (dgm.geometry.base)
 
 
 class TreeResult(NamedTuple):
@@ -102,6 +103,7 @@ class TreeResult(NamedTuple):
     turning: Array
     num_steps: Array
     newton_iterations: Array
+    newton_refreshes: Array
 
 
 class _Checkpoints(NamedTuple):
@@ -158,8 +160,8 @@ def build_tree(
 
     def leapfrog(leaf: Leaf, dt):
         p = kick(geometry, leaf.point, leaf.momentum, 0.5 * dt)
-        new_point, p, status, its = geodesic_drift(geometry, leaf.point, p, dt, settings)
-        return Leaf(new_point, kick(geometry, new_point, p, 0.5 * dt)), status, its
+        new_point, p, status, its, refreshes = geodesic_drift(geometry, leaf.point, p, dt, settings)
+        return Leaf(new_point, kick(geometry, new_point, p, 0.5 * dt)), status, its, refreshes
 
     def subtree(uniforms, offset, start: Leaf, depth, direction):
         """``2^depth`` steps from ``start`` (uniform progressive sampling); stops at a failure or an inner U-turn.
@@ -171,12 +173,12 @@ def build_tree(
         zeros = jnp.zeros((K + 1, d), dtype)
 
         def cond(carry):
-            n, *_, failure, turning, _ = carry
+            n, *_, failure, turning, _, _ = carry
             return (n < n_leaves) & (failure == OK) & ~turning
 
         def body(carry):
-            n, edge, first_momentum, proposal, total, checkpoints, _, _, newton = carry
-            new, status, its = leapfrog(edge, dt)
+            n, edge, first_momentum, proposal, total, checkpoints, _, _, newton, refreshes = carry
+            new, status, its, ref = leapfrog(edge, dt)
             energy = _energy(new, inverse_metric)
             status = jnp.where((status == OK) & ~jnp.isfinite(energy), NON_FINITE, status)
             status = jnp.where((status == OK) & (energy - energy0 > max_delta_energy), DIVERGENT, status)
@@ -208,15 +210,17 @@ def build_tree(
             checkpoints = checkpoints._replace(
                 end_momentum=jnp.where(ends[:, None], new.momentum, checkpoints.end_momentum)
             )
-            return n + 1, new, first_momentum, proposal, total, checkpoints, status, turning, newton + its
+            return (n + 1, new, first_momentum, proposal, total, checkpoints, status, turning, newton + its,
+                    refreshes + ref)
 
         placeholder = Proposal(start, jnp.asarray(jnp.inf, dtype), jnp.asarray(-jnp.inf, dtype),
                                jnp.asarray(-jnp.inf, dtype))
         carry = (jnp.asarray(0, jnp.int32), start, start.momentum, placeholder, jnp.zeros(d, dtype),
                  _Checkpoints(zeros, zeros, zeros), jnp.asarray(OK, jnp.int32), jnp.asarray(False),
-                 jnp.asarray(0, jnp.int32))
-        n, last, first_momentum, proposal, total, _, failure, turning, newton = jax.lax.while_loop(cond, body, carry)
-        return proposal, last, first_momentum, total, failure, turning, n, newton
+                 jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
+        n, last, first_momentum, proposal, total, _, failure, turning, newton, refreshes = jax.lax.while_loop(
+            cond, body, carry)
+        return proposal, last, first_momentum, total, failure, turning, n, newton, refreshes
 
     def merged_turning(left_momenta, right_momenta, left_sum, right_sum, depth):
         """U-turn of the merged trajectory (left then right in time) and, from depth 1, the extra checks."""
@@ -228,11 +232,11 @@ def build_tree(
         return whole | ((depth >= 1) & (left_plus | plus_right))
 
     def cond(carry):
-        depth, _, _, failure, turning, _, _ = carry
+        depth, _, _, failure, turning, _, _, _ = carry
         return (depth < K) & (failure == OK) & ~turning
 
     def body(carry):
-        depth, proposal, trajectory, _, _, steps, newton = carry
+        depth, proposal, trajectory, _, _, steps, newton, refreshes = carry
         key_direction, key_proposal = jax.random.split(jax.random.fold_in(key, depth))
         if directions is None:
             direction = jnp.where(jax.random.bernoulli(key_direction), 1, -1)
@@ -240,7 +244,7 @@ def build_tree(
             direction = jnp.asarray(directions)[depth]
         forward = direction > 0
         start = _select(forward, trajectory.rightmost_state, trajectory.leftmost_state)
-        sub_proposal, last, first_momentum, sub_sum, failure, sub_turning, n, its = subtree(
+        sub_proposal, last, first_momentum, sub_sum, failure, sub_turning, n, its, ref = subtree(
             uniforms, steps, start, depth, direction)
         valid = (failure == OK) & ~sub_turning
         kept = proposal._replace(sum_log_p_accept=jnp.logaddexp(proposal.sum_log_p_accept,
@@ -256,16 +260,17 @@ def build_tree(
                             _select(forward, last, trajectory.rightmost_state),
                             trajectory.momentum_sum + sub_sum, trajectory.num_states + n)
         trajectory = _select(valid, merged, trajectory)
-        return depth + 1, proposal, trajectory, failure, turning, steps + n, newton + its
+        return depth + 1, proposal, trajectory, failure, turning, steps + n, newton + its, refreshes + ref
 
     # one uniform per step of the whole transition, drawn at once (a key per step cost more than the step itself on
     # small models); step i of the transition uses uniforms[i]
     uniforms = jax.random.uniform(jax.random.fold_in(key, K), (2**K,), dtype)
     proposal = Proposal(leaf, energy0, jnp.zeros((), dtype), jnp.asarray(-jnp.inf, dtype))
     carry = (jnp.asarray(0, jnp.int32), proposal, Trajectory(leaf, leaf, leaf.momentum, 1),
-             jnp.asarray(OK, jnp.int32), jnp.asarray(False), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
-    depth, proposal, trajectory, failure, turning, steps, newton = jax.lax.while_loop(cond, body, carry)
-    return TreeResult(proposal, trajectory, depth, failure, turning, steps, newton)
+             jnp.asarray(OK, jnp.int32), jnp.asarray(False), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
+             jnp.asarray(0, jnp.int32))
+    depth, proposal, trajectory, failure, turning, steps, newton, refreshes = jax.lax.while_loop(cond, body, carry)
+    return TreeResult(proposal, trajectory, depth, failure, turning, steps, newton, refreshes)
 
 
 def build_kernel(geometry: Geometry, settings: IntegratorSettings = IntegratorSettings(), *,
@@ -294,6 +299,7 @@ def build_kernel(geometry: Geometry, settings: IntegratorSettings = IntegratorSe
             tree_depth=tree.depth,
             is_turning=tree.turning,
             energy=tree.proposal.energy,
+            newton_refreshes=tree.newton_refreshes,
         )
         return CHMCState(chosen), info
 

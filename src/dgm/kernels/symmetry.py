@@ -31,6 +31,12 @@ uniformly: a mixture of reversible kernels is reversible. Every move leaves ``pi
 the HMC transitions (each ``pi``-invariant) keeps the chain's target; ``symmetry_probability = p`` applies the move
 after a transition with probability ``p`` (a mixture with the identity).
 
+**Why the default is p = 1/2, not 1.** An exact symmetry of the target (``pi(s(u)) J_s(u) = pi(u)``, e.g. the two
+crescents of sbibm's two_moons) is accepted every time; applied after *every* transition, an involution then flips
+the chain between its images deterministically: the chain is periodic, thinning by an even factor records one mode
+only, and ESS reads the alternation as antithetic (inflated). With ``p = 1/2`` the image a draw sits in is a fair coin
+independent of the past, which is the right behaviour for exact and inexact symmetries alike.
+
 **Momentum.** Constrained HMC draws a fresh momentum from the tangent-space Gaussian at the start of every
 transition (the state holds none), so the move acts on the position only: nothing is pushed forward or re-projected.
 
@@ -147,12 +153,16 @@ def build_move(generator, x_obs, symmetries, *, tol: float, reverse_check_tol: f
     return move
 
 
+DEFAULT_SYMMETRY_PROBABILITY = 0.5
+"""Default probability of a symmetry move after each transition (see the module docstring)."""
+
+
 def no_move_info(dtype=jnp.float64) -> SymmetryInfo:
     return SymmetryInfo(jnp.asarray(False), jnp.asarray(False), jnp.zeros((), dtype), jnp.asarray(-1, jnp.int32),
                         jnp.asarray(0, jnp.int32), jnp.zeros((), dtype))
 
 
-def with_symmetry_moves(method: Method, generator, x_obs, symmetries, *, probability: float = 1.0, tol: float,
+def with_symmetry_moves(method: Method, generator, x_obs, symmetries, *, probability: float = DEFAULT_SYMMETRY_PROBABILITY, tol: float,
                         reverse_check_tol: float, include_jacobian: bool = True) -> Method:
     """``method`` (a constrained HMC method with ``relocate`` and ``log_density``) followed, after each transition and
     with probability ``probability``, by a symmetry move (:func:`build_move`). Its statistics gain

@@ -140,7 +140,7 @@ def sample_many(
                                                               jnp.asarray(key_warmup), batched=True,
                                                               compile_ahead=mesh is None)
             outcome = engine.execute(run, programs.chunk, states, start, jnp.asarray(key_warmup),
-                                     jnp.asarray(key_sample), x_run, bar)
+                                     jnp.asarray(key_sample), x_run, bar, hook=programs.hook)
         finally:
             bar.close()
         results = []
@@ -148,6 +148,7 @@ def sample_many(
             settings = engine.run_settings(
                 run, algorithms[i], keys[i], outcome.step_sizes[i], sample_many_seed=engine.seed_setting(seed),
                 observation_index=int(indices[i]), n_observations=n_obs, batch_wall_time=outcome.wall_time,
+                described=None if outcome.described is None else outcome.described[i],
                 sharded=bool(sharded))
             meta = engine.run_metadata(run, algorithms[i], outcome.step_sizes[i], xs[i], settings,
                                        wall_time=outcome.wall_time / n_obs, compile_time=compile_time,

@@ -54,6 +54,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reason
 
 from dgm.adaptation import acceptance_on_grid, initial_metric_state, metric_window_step, warmup_schedule
 from dgm.components import components_after_sampling, warn_if_stuck
+from dgm.diagnostics.mixing import mode_mixing, warn_if_not_mixing
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
@@ -396,11 +397,29 @@ class Programs(NamedTuple):
     init: Callable
     chunk: Callable
     compile_time: float
+    hook: Optional[Callable] = None  # the method's warm-up hook (warmup_hook_program), None when it has none
 
 
 PROGRAM_CACHE = ProgramCache(24)
 """Compiled programs by configuration: repeated runs with the same model, method, options and shapes (any observed
 values) skip tracing and compilation. Small: each entry holds two XLA executables."""
+
+
+HOOK_KEY = 0x7E3
+"""``fold_in`` constant of the key a method's warm-up hook gets after a chunk (distinct from the transitions')."""
+
+
+def warmup_hook_program(method_at, algorithm: Method, batched: bool = False):
+    """The method's warm-up hook (:attr:`dgm.kernels.base.Method.warmup_hook`: its own adaptation across chains,
+    e.g. the tempered ladder) as a jitted ``(states, x_obs, key) -> states``, or ``None``; ``batched``: states,
+    observations and keys with a leading observation axis."""
+    if algorithm.warmup_hook is None:
+        return None
+
+    def hook(states, x_obs, key):
+        return method_at(x_obs).warmup_hook(states, key)
+
+    return jax.jit(jax.vmap(hook) if batched else hook)
 
 
 def compile_programs(run: Plan, x_like, adaptation: Adaptation, mesh=None, n_obs: Optional[int] = None) -> Programs:
@@ -422,10 +441,11 @@ def compile_programs(run: Plan, x_like, adaptation: Adaptation, mesh=None, n_obs
     n_chains, chunk_size, method_at = run.n_chains, run.chunk_size, run.method_at
     scalar_int, flag = jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.bool_)
     window_like = jax.ShapeDtypeStruct((chunk_size, 2), jnp.bool_)
+    hook = warmup_hook_program(method_at, run.algorithm, batched=n_obs is not None)
     if n_obs is None and run.chain_method == "sharded":
         init, chunk = sharded_chain_programs(chunk_program, method_at, run.model, n_chains, chunk_size, mesh,
                                              da_like, x_like, mm_like)
-        return PROGRAM_CACHE.put(key, Programs(init, chunk, time.perf_counter() - t0))
+        return PROGRAM_CACHE.put(key, Programs(init, chunk, time.perf_counter() - t0, hook))
     program = chunk_program(method_at, run.model, n_chains, chunk_size, run.chain_method)
     if n_obs is None:
         def init_fn(positions, x_obs):
@@ -452,6 +472,8 @@ def compile_programs(run: Plan, x_like, adaptation: Adaptation, mesh=None, n_obs
     if mesh is None or n_obs is None:
         init = jax.jit(init_fn).lower(positions_like, x_like).compile()
         chunk = jax.jit(chunk_fn).lower(*example).compile()
+        if hook is not None:
+            hook = hook.lower(states_like, x_like, jax.ShapeDtypeStruct(batch_shape + (2,), jnp.uint32)).compile()
     else:
         from jax.sharding import PartitionSpec
 
@@ -460,7 +482,7 @@ def compile_programs(run: Plan, x_like, adaptation: Adaptation, mesh=None, n_obs
         chunk = sharded_program(chunk_fn, mesh, (True,) * 6 + (False,) * 4,
                                 (axis, axis, axis, PartitionSpec(None, mesh.axis_names[0])), example,
                                 host_outputs=(3,))
-    return PROGRAM_CACHE.put(key, Programs(init, chunk, time.perf_counter() - t0))
+    return PROGRAM_CACHE.put(key, Programs(init, chunk, time.perf_counter() - t0, hook))
 
 
 class _Acceptance(NamedTuple):
@@ -563,7 +585,7 @@ def chunk_key(key, index):
 
 
 def run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterations: int, n_sub: int,
-              chunk_size: int, bar: Progress, mm_state=None, schedule=None, checkpoint=None, phase=None):
+              chunk_size: int, bar: Progress, mm_state=None, schedule=None, checkpoint=None, phase=None, hook=None):
     """Run ``n_iterations`` recorded iterations in compiled chunks; outputs as NumPy, iterations on axis 1
     (``(chain, draw, ...)``; a batch: ``(obs, draw, chain, ...)``). ``schedule``: ``(n_iterations, 2)`` metric-window
     flags (:func:`dgm.adaptation.warmup_schedule`), or none.
@@ -571,6 +593,8 @@ def run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterat
     Chunk ``index`` uses the key ``fold_in(key, index)``: the draws depend on (seed, phase, chunk index) only. With a
     ``checkpoint`` (:class:`dgm.runtime.checkpoint.Run`) the phase starts at the run's next chunk and each chunk's
     outputs and state go to ``checkpoint.after_chunk`` (draws to disk) instead of being kept: the outputs are ``{}``.
+    ``hook``: ``(states, x, key) -> states`` run after every chunk, before it is checkpointed (the method's own
+    warm-up adaptation across chains, :func:`warmup_hook_program`), with the key ``fold_in(chunk key, HOOK_KEY)``.
     """
     pieces = []
     first = 0 if checkpoint is None else checkpoint.first_chunk(phase)
@@ -585,6 +609,8 @@ def run_phase(chunk, states, da_state, step_sizes, key, x, adapt: bool, n_iterat
         states, da_state, mm_state, outputs = chunk(states, da_state, mm_state, step_sizes, chunk_key(key, index),
                                                     x, jnp.asarray(adapt), jnp.int32(n_active), jnp.int32(n_sub),
                                                     jnp.asarray(window))
+        if hook is not None:
+            states = hook(states, x, chunk_key(chunk_key(key, index), HOOK_KEY))
         piece = jax.tree_util.tree_map(lambda a, n=n_active: np.asarray(a)[:n], outputs)
         if checkpoint is None:
             pieces.append(piece)
@@ -603,12 +629,15 @@ class Outcome(NamedTuple):
     carry: tuple  # (states, da_state, mm_state, step_sizes) after the run
     step_sizes: np.ndarray  # the step sizes that ran the sampling phase, on the host
     wall_time: float
+    described: Any = None  # Method.describe_states of the final states (a list per observation for a batch)
 
 
 def execute(run: Plan, chunk, states, adaptation: Adaptation, key_warmup, key_sample, x, bar: Progress,
-            checkpoint=None) -> Outcome:
+            checkpoint=None, hook=None) -> Outcome:
     """Warm-up (adapting when the plan says so) then sampling, in compiled chunks; the step sizes adapted by dual
-    averaging are its final averaged iterates (Hoffman & Gelman 2014, eq. 6)."""
+    averaging are its final averaged iterates (Hoffman & Gelman 2014, eq. 6). ``hook``: the method's warm-up hook
+    (:attr:`Programs.hook`), run after every warm-up chunk; what the method reports of its final states
+    (:attr:`dgm.kernels.base.Method.describe_states`) comes back as ``Outcome.described``."""
     from dgm.runtime.sharding import to_host
 
     t0 = time.perf_counter()
@@ -617,7 +646,7 @@ def execute(run: Plan, chunk, states, adaptation: Adaptation, key_warmup, key_sa
     step_sizes, da_state, mm_state, schedule = adaptation
     warmup, states, da_state, mm_state = run_phase(chunk, states, da_state, step_sizes, key_warmup, x, run.adapt,
                                                    run.n_warmup, 1, run.chunk_size, bar, mm_state, schedule,
-                                                   checkpoint, "warmup")
+                                                   checkpoint, "warmup", hook=hook)
     if run.adapt and run.n_warmup:
         _, _, da_final = dual_averaging_adaptation(run.algorithm.target_acceptance)
         step_sizes = _over_leading(da_final, da_state)
@@ -625,15 +654,25 @@ def execute(run: Plan, chunk, states, adaptation: Adaptation, key_warmup, key_sa
                                        run.thin, run.chunk_size, bar, mm_state, checkpoint=checkpoint,
                                        phase="sampling")
     wall_time = time.perf_counter() - t0
-    return Outcome(warmup, sampling, (states, da_state, mm_state, step_sizes), to_host(step_sizes), wall_time)
+    described = None
+    if run.algorithm.describe_states is not None:  # e.g. the adapted ladder, its round trips and barrier
+        final = jax.device_get(to_host(states))
+        if jnp.ndim(key_warmup) > 1:  # a batch: one report per observation
+            described = [run.algorithm.describe_states(jax.tree_util.tree_map(lambda a, i=i: a[i], final))
+                         for i in range(np.shape(key_warmup)[0])]
+        else:
+            described = run.algorithm.describe_states(final)
+    return Outcome(warmup, sampling, (states, da_state, mm_state, step_sizes), to_host(step_sizes), wall_time,
+                   described)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 5. the result
 # ---------------------------------------------------------------------------------------------------------------------
-def run_settings(run: Plan, algorithm: Method, seed, step_sizes, **extra) -> dict:
+def run_settings(run: Plan, algorithm: Method, seed, step_sizes, described: Optional[dict] = None, **extra) -> dict:
     """``Result.settings``: the method's scalar options, the common options it used, the run's lengths, the seed,
-    the step size that ran (a list when the chains differ), how it was chosen, and what the method chose itself."""
+    the step size that ran (a list when the chains differ), how it was chosen, and what the method chose itself,
+    before the run and (``described``, :attr:`Outcome.described`) during it."""
     ran = np.asarray(step_sizes, dtype=float)
     settings = {k: v for k, v in run.options.items() if np.isscalar(v)}
     has_step_size = algorithm.initial_step_size is not None
@@ -646,6 +685,7 @@ def run_settings(run: Plan, algorithm: Method, seed, step_sizes, **extra) -> dic
     )
     settings.update(extra)
     settings.update(algorithm.settings or {})  # what the method chose itself (e.g. a default noise ladder)
+    settings.update(described or {})  # ... and during the run (e.g. the adapted ladder)
     if run.model.symmetries:
         settings["symmetries"] = [sym.name for sym in run.model.symmetries]
     return settings
@@ -656,7 +696,8 @@ def run_metadata(run: Plan, algorithm: Method, step_sizes, x, settings: dict, *,
     """The ``Result`` fields other than the draws (what a checkpointed run writes to its store's attributes)."""
     return dict(step_size=np.asarray(step_sizes), wall_time=wall_time, compile_time=compile_time,
                 setup_time=setup_time, method=algorithm.name, x_obs=np.asarray(x), epsilon=algorithm.epsilon,
-                settings=settings, latent_names=getattr(run.model, "latent_names", None), kernel=algorithm.kernel)
+                settings=settings, latent_names=getattr(run.model, "latent_names", None), kernel=algorithm.kernel,
+                sites=run.model.site_layout())
 
 
 def assemble(meta: dict, sampling: dict, warmup: dict) -> Result:
@@ -687,7 +728,17 @@ def conclude(run: Plan, result: Result, x, detect_components, progress: bool) ->
             max_newton=run.common["max_newton"], geometry=run.options.get("geometry", "auto"))
     report(result, progress)
     warn_if_stuck(result.components, result.method)
+    check_mode_mixing(result)
     return result
+
+
+def check_mode_mixing(result: Result, stacklevel: int = 5) -> None:
+    """After any run: the mode-mixing check across chains (:mod:`dgm.diagnostics.mixing`), stored as
+    ``result.mixing`` and warned about, with the remedy, when the chains disagree (not again when the component check
+    has already warned that they are stuck in different components)."""
+    result.mixing = mode_mixing(result.inputs, result.settings.get("round_trips"))
+    if result.components is None or not result.components.stuck:
+        warn_if_not_mixing(result.mixing, result.method, stacklevel=stacklevel)
 
 
 def report(result: Result, progress: bool) -> None:
@@ -713,13 +764,15 @@ def report(result: Result, progress: bool) -> None:
             )
     if progress:
         failures = ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "none counted"
+        refreshes = result.stats.get("newton_refreshes")  # issue 25: Newton refreshes of stalled projections
+        refreshed = "" if refreshes is None else f"; Newton refreshes {int(np.sum(refreshes))}"
         print(
             f"{result.method}: {result.n_chains} chains x {result.n_draws} draws in {result.wall_time:.2f} s "
             f"(+{result.setup_time:.2f} s set-up, {result.compile_time:.2f} s compile); acceptance "
-            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}; "
+            f"{result.acceptance_rate:.3f}; rejections by reason: {failures}{refreshed}; "
             f"max |g(u)-x|_inf {result.max_residual:.2e}",
             file=sys.stderr,
         )
-        extra = result.symmetry_summary_line()
-        if extra:
-            print(extra, file=sys.stderr)
+        for extra in (result.symmetry_summary_line(), result.tempering_summary_line()):
+            if extra:
+                print(extra, file=sys.stderr)

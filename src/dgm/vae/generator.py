@@ -6,11 +6,12 @@ rest means conditioning the generator restricted to ``O``,
 
     u = (h, n_O),    g(u) = mean(h)[O] + sigma n_O     (N outputs, L + N inputs),
 
-on ``g(u) = x_O``. This is an *independent* generator in the sense of :mod:`dgm.structure`: every observed pixel has
-its own noise input and all share ``z = mean(h)[O]``; step ``i`` reads its pixel ``z[i]`` (an *indexed* structure), so
-``J = [A | sigma I]`` with ``A = d mean[O] / dh`` and :class:`dgm.geometry.structured.StructuredGeometry` conditions in
-linear time: ``J J^T = sigma^2 I + A A^T`` is handled through the ``L x L`` capacitance ``I + A^T A / sigma^2``, with
-the decoder and its Jacobian (``L`` forward-mode JVPs) evaluated once per point, never once per pixel.
+on ``g(u) = x_O``. This is an *additive-noise* generator in the sense of :mod:`dgm.structure`
+(:func:`~dgm.structure.additive_noise_structure`; also an independent indexed structure: every observed pixel has its
+own noise input and reads its mean ``z[i]`` of ``z = mean(h)[O]``), so ``J = [A | sigma I]`` with
+``A = d mean[O] / dh`` and :class:`dgm.geometry.additive.AdditiveNoiseGeometry` conditions in linear time:
+``J J^T = sigma^2 I + A A^T`` is handled through the ``L x L`` capacitance ``I + A^T A / sigma^2``, with the decoder's
+Jacobian evaluated once per point and the log-determinant gradient one VJP of it.
 
 The unobserved pixels are not inputs of the conditioned generator: given ``h`` they are independent
 ``N(mean(h)[U], sigma^2)`` and are drawn afterwards (:meth:`DecoderGenerator.complete`). The same conditional of ``h``,
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgm.model import GenerativeModel
-from dgm.structure import independent_structure
+from dgm.structure import additive_noise_structure
 
 Array = jax.Array
 
@@ -136,11 +137,9 @@ class DecoderGenerator:
     def _build_model(self, init_latent, name) -> GenerativeModel:
         sigma, L = self.sigma, self.latent_dim
 
-        def pixel(z, v, i):  # observed pixel i: its decoder mean z[i] plus its own noise
-            return jax.lax.dynamic_slice_in_dim(z, i, 1) + sigma * v
-
-        structure = independent_structure(pixel, self.observed.size, self.observed_mean, L, noise_dim=1,
-                                           indexed=True)
+        # additive noise, x_O = mean(h)[O] + sigma n_O: an independent indexed structure (pixel i reads z[i]) that
+        # also gives dgm.geometry.additive its mean function and scale
+        structure = additive_noise_structure(self.observed_mean, L, sigma)
 
         def init(key, x_obs):
             # Exact: any h, then the noise that reproduces x_O, n = (x_O - mean(h)[O]) / sigma.

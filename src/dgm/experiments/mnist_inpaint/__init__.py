@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, help="constrained-HMC warm-up iterations per chain")
     p.add_argument("--samples", type=int,
                    help="constrained-HMC draws per chain; HMC runs as many iterations as fit in the same time")
+    p.add_argument("--chmc-method", choices=["chmc", "chmc-dynamic"], default="chmc",
+                   help="'chmc': constrained HMC with N_s ~ U{8..16} leapfrog steps (its own setting; HMC keeps the "
+                        "paper's U{4..8}); 'chmc-dynamic': trajectory length by the no-U-turn criterion")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, cache=None if args.no_cache else args.cache, quick=args.vae_training == "short",
         chains=args.chains, warmup=args.warmup, samples=args.samples, n_digits=args.digits,
         n_model_samples=args.model_samples, seed=args.seed, progress=not args.no_progress, out=args.out,
+        chmc_method=args.chmc_method,
     )
     rows = mi.table_rows(experiment)
     print("\n" + mi.text_table(rows))

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int,
                    help="each run (both methods alike) starts from the best of this many prior draws by the "
                         "hierarchical density log N(u1; 0, I) + log N(x; f(u1), noise^2 I); 1 = a plain prior draw")
+    p.add_argument("--chmc-method", choices=["chmc", "chmc-dynamic"], default="chmc",
+                   help="'chmc': constrained HMC with N_s ~ U{4..8} steps of its own adapted size; 'chmc-dynamic': "
+                        "trajectory length by the no-U-turn criterion")
     p.add_argument("--noise-scale", type=float, default=NOISE_SCALE,
                    help="observation-noise standard deviation in normalised image coordinates (the authors' notebook: "
                         "0.001, 0.6 mm at the person; larger values make HMC's job easier)")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     experiment = ex.run_experiment(scenes=args.scenes, runs=args.runs, warmup=args.warmup, samples=args.samples,
                                    seed=args.seed, mono_chains=args.mono_chains, mono_samples=args.mono_samples,
                                    candidates=args.candidates, noise_scale=args.noise_scale,
-                                   progress=not args.no_progress, out=args.out, checkpoint=args.prior)
+                                   progress=not args.no_progress, out=args.out, checkpoint=args.prior,
+                                   chmc_method=args.chmc_method)
     rows = ex.table_rows(experiment)
     print("\n" + text_table(rows))
     paths = figures(experiment, args.out)

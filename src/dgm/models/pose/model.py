@@ -25,8 +25,9 @@ fitted); short bony widths vary relatively more. These are rounded literature-sc
 
 **Two models, one generator.** :attr:`PoseModel.model` is the noisy generator on all ``M`` inputs: constrained HMC
 (``dgm.sample(model, x, method="chmc")``) samples its manifold ``{u : g(u) = x}``. It declares *independent,
-indexed* structure (every observed coordinate ``i`` is ``f(u_1)[i] + eps v_i``), so :func:`dgm.sample` uses the
-linear-time geometry with a ``K x K`` capacitance. :attr:`PoseModel.conditional_model` is the noiseless map
+indexed* structure of the additive-noise form (every observed coordinate ``i`` is ``f(u_1)[i] + eps v_i``;
+:func:`dgm.structure.additive_noise_structure`), so :func:`dgm.sample` uses :class:`dgm.geometry.additive.
+AdditiveNoiseGeometry` (with ``K = 83 > N = 72`` it factorises the ``N x N`` Gram matrix). :attr:`PoseModel.conditional_model` is the noiseless map
 ``u_1 -> f(u_1)`` on the ``K`` parameter inputs: ``dgm.sample(conditional_model, x, method="hmc",
 noise_scale=eps)`` runs BlackJAX HMC on ``log N(u_1; 0, I) + log N(x; f(u_1), eps^2 I)``, the hierarchical density
 of all non-noise inputs given ``x`` (the paper's baseline; the paper's HMC ran on ``r_1, r_2`` and the log bone
@@ -51,7 +52,7 @@ from dgm.model import GenerativeModel
 from dgm.models.pose.camera import CameraPrior, check_in_front, project_all
 from dgm.models.pose.prior import pairs_to_angles
 from dgm.models.pose.skeleton import Skeleton
-from dgm.structure import independent_structure
+from dgm.structure import additive_noise_structure
 
 Array = jax.Array
 NOISE_SCALE = 0.001
@@ -143,11 +144,8 @@ class PoseModel:
     def _build_model(self) -> GenerativeModel:
         K, eps = self.n_parameters, self.noise_scale
 
-        def coordinate(z, v, i):  # observed coordinate i: its projection z[i] plus its own noise
-            return jax.lax.dynamic_slice_in_dim(z, i, 1) + eps * v
-
-        structure = independent_structure(coordinate, self.n_observed, self.mean_observation, K, noise_dim=1,
-                                          indexed=True)
+        # additive noise: observed coordinate i is its projection f(u_1)[i] plus its own noise eps v_i
+        structure = additive_noise_structure(self.mean_observation, K, eps)
 
         def init(key, x_obs):  # exact: u_1 from the prior, then the noise that reproduces x
             x_obs = jnp.asarray(x_obs)

@@ -1,0 +1,1 @@
+"""Bridges from other probabilistic-programming libraries to :class:`dgm.GenerativeModel` (:mod:`.numpyro`)."""
