@@ -114,7 +114,8 @@ def test_dropping_the_map_jacobian_is_detectably_wrong(monkeypatch):
     """The check above can fail: with J_s left out of the ratio the scaling map inflates u2 (E[u2^2] ~ 0.76)."""
     monkeypatch.setattr(symmetry_kernel, "tangent_log_jacobian", lambda g, s, u: jnp.zeros((), u.dtype))
     example = disconnected.two_lines(mu=(0.5, 0.0))
-    result = sample_from_one_component(example, [scaling_map()])
+    # a move after every transition (probability 1) gives the wrong ratio the most chances to show
+    result = sample_from_one_component(example, [scaling_map()], symmetry_probability=1.0)
     u2sq = result.inputs[..., 1] ** 2
     assert abs(float(u2sq.mean()) - 1.0) > 6 * mcse(u2sq)
 

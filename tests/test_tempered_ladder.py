@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import dgm
-from dgm.diagnostics.mixing import MIXING_RHAT, basin_indicator, effective_sample_size, mode_mixing
+from dgm.mixing import MIXING_RHAT, basin_indicator, effective_sample_size, mode_mixing
 from dgm.kernels.tempered import adapted_schedule, tempering_summary
 from dgm.models import disconnected
 from helpers import assert_mean_within

@@ -60,7 +60,7 @@ class Result:
         ``None`` when not checked. With declared symmetries ``stats`` also holds ``symmetry_proposed``,
         ``symmetry_accepted``, ``symmetry_acceptance_rate``, ``symmetry_index`` and ``symmetry_failure``
         (:mod:`dgm.kernels.symmetry`); :meth:`symmetry_counts` sums them.
-      mixing: the mode-mixing check across chains (:class:`dgm.diagnostics.mixing.MixingReport`: split R-hat and ESS
+      mixing: the mode-mixing check across chains (:class:`dgm.mixing.MixingReport`: split R-hat and ESS
         of a basin indicator, tempered round trips), set by :func:`dgm.sample`; ``None`` when not checked (one
         chain, short runs) and not saved.
       sites: for a model that names its sites (:func:`dgm.from_numpyro`), ``{"latent": [[name, shape], ...],

@@ -54,7 +54,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation, find_reason
 
 from dgm.adaptation import acceptance_on_grid, initial_metric_state, metric_window_step, warmup_schedule
 from dgm.components import components_after_sampling, warn_if_stuck
-from dgm.diagnostics.mixing import mode_mixing, warn_if_not_mixing
+from dgm.mixing import mode_mixing, warn_if_not_mixing
 from dgm.integrator import FAILURE_NAMES
 from dgm.kernels.base import Method
 from dgm.methods import SAMPLER_DEFAULTS, accepted_options, build_method, check_sampler_options
@@ -193,11 +193,12 @@ def check_initial_positions(model, x, positions, algorithm: Method, tol: float,
         raise ValueError("initial_positions contain non-finite values")
     if algorithm.epsilon == 0.0:  # exact methods start on the manifold
         residual = np.max(np.abs(np.asarray(jax.vmap(model.generator)(jnp.asarray(positions))) - np.asarray(x)), 1)
-        bad = np.flatnonzero(~(residual < tol))
+        allowed = tol * max(1.0, float(np.max(np.abs(np.asarray(x))))) if np.size(x) else tol  # the projections' rule
+        bad = np.flatnonzero(~(residual < allowed))
         if bad.size:
             raise ValueError(
                 f"initial_positions {bad.tolist()} are not on the manifold: |g(u) - x_obs|_inf = "
-                f"{residual[bad[0]]:.3g} >= tol = {tol:g}"
+                f"{residual[bad[0]]:.3g} >= tol * max(1, |x_obs|_inf) = {allowed:g}"
             )
     if check_structure and model.structure is not None:  # a declaration computing another x changes the target
         model.structure.check_generator(model.generator, positions, name=repr(model.name))
@@ -733,7 +734,7 @@ def conclude(run: Plan, result: Result, x, detect_components, progress: bool) ->
 
 
 def check_mode_mixing(result: Result, stacklevel: int = 5) -> None:
-    """After any run: the mode-mixing check across chains (:mod:`dgm.diagnostics.mixing`), stored as
+    """After any run: the mode-mixing check across chains (:mod:`dgm.mixing`), stored as
     ``result.mixing`` and warned about, with the remedy, when the chains disagree (not again when the component check
     has already warned that they are stuck in different components)."""
     result.mixing = mode_mixing(result.inputs, result.settings.get("round_trips"))
